@@ -1,0 +1,64 @@
+# Every target installs what it needs (once; later runs find it cached) and can be re-run.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CACHE ?= $(HOME)/.cache/audiojob-operator
+export AUDIOJOB_CACHE := $(CACHE)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: help venv system-deps binaries test test-fast lint typecheck check demo cluster-up cluster-down bench clean
+
+help:
+	@echo "make demo         run the controller on a local control plane with sample jobs"
+	@echo "make test         install everything needed and run the whole test suite"
+	@echo "make lint         ruff + mypy --strict"
+	@echo "make cluster-up   start the local control plane (kubeconfig path is printed)"
+	@echo "make cluster-down stop it and remove its state"
+	@echo "make bench        run the benchmarks (prints ratios against baselines)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade 'pip>=25.1'
+	$(PY) -m pip install -q -e . --group dev
+	rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)
+
+# ffmpeg/ffprobe for the runner; openssl for the control plane's PKI.
+system-deps:
+	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null && command -v openssl >/dev/null || { \
+	  echo "==> apt-get install ffmpeg openssl"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg openssl; }
+
+binaries:
+	bash tests/cluster/build-binaries.sh
+
+test: venv system-deps binaries
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# Offline tiers only (no control plane): unit, store, runner.
+test-fast: venv system-deps
+	$(PY) -m pytest -q -m "not cluster" $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+check: lint test
+
+demo: venv binaries
+	$(PY) -m controller.demo
+
+cluster-up: venv binaries
+	$(PY) -m tests.cluster up
+
+cluster-down: venv
+	$(PY) -m tests.cluster down
+
+bench: venv system-deps binaries
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

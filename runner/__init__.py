@@ -1,0 +1,1 @@
+"""The program inside each job pod: yt-dlp and ffmpeg pipelines for one audio job."""

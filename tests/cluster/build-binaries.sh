@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Builds the pinned control-plane binaries from the Go module proxy, once, into a cache
+# outside the repository. A second run finds every binary in place and does nothing.
+#
+#   AUDIOJOB_CACHE        cache root (default ~/.cache/audiojob-operator)
+#   AUDIOJOB_TEST_ASSETS  a directory that already holds the binaries: nothing is built,
+#                         the directory is only checked (like envtest's KUBEBUILDER_ASSETS)
+set -euo pipefail
+
+K8S_VERSION=v1.34.4
+ETCD_VERSION=v3.6.16
+KWOK_VERSION=v0.8.0
+HELM_VERSION=v3.21.4
+
+CACHE=${AUDIOJOB_CACHE:-$HOME/.cache/audiojob-operator}
+BIN=$CACHE/bin
+K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+ALL_BINS=("${K8S_BINS[@]}" etcd kwok helm)
+
+if [[ -n ${AUDIOJOB_TEST_ASSETS:-} ]]; then
+  for b in "${ALL_BINS[@]}"; do
+    [[ -x $AUDIOJOB_TEST_ASSETS/$b ]] || { echo "AUDIOJOB_TEST_ASSETS=$AUDIOJOB_TEST_ASSETS has no executable $b" >&2; exit 1; }
+  done
+  echo "using binaries from AUDIOJOB_TEST_ASSETS=$AUDIOJOB_TEST_ASSETS"
+  exit 0
+fi
+
+# A downloaded toolchain is a binary download, which this network refuses; the
+# machine's Go (1.26) is new enough for every pin above.
+export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
+mkdir -p "$BIN" "$CACHE/src"
+
+step() { # step NAME CMD...: run CMD, print how long it took
+  local name=$1; shift
+  local t0=$SECONDS
+  echo "==> $name"
+  "$@"
+  echo "    $name took $((SECONDS - t0))s"
+}
+
+have() { # have VERSION BIN...: true when every BIN exists and was built for VERSION
+  local version=$1; shift
+  for b in "$@"; do
+    [[ -x $BIN/$b && "$(cat "$BIN/.$b.version" 2>/dev/null)" == "$version" ]] || return 1
+  done
+}
+
+stamp() { local version=$1; shift; for b in "$@"; do echo "$version" > "$BIN/.$b.version"; done; }
+
+build_kubernetes() {
+  local w=$CACHE/src/k8s-$K8S_VERSION staging=v0.${K8S_VERSION#v1.}
+  mkdir -p "$w"; cd "$w"
+  if [[ ! -f go.mod ]]; then
+    go mod init local/k8sbuild >/dev/null 2>&1
+    # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with
+    # local paths, which a dependency's go.mod cannot do: point each at its published tag.
+    local gomod mods
+    gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+    mods=$(sed -n 's|^[[:space:]]*\(k8s.io/[^ ]*\) => ./staging/src/k8s.io/.*|\1|p' "$gomod")
+    for m in $mods; do go mod edit -replace="$m=$m@$staging"; done
+    go mod edit -godebug=default=go1.24
+    go get "k8s.io/kubernetes@$K8S_VERSION"
+    cat > tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GO
+    go mod tidy
+  fi
+  local minor; minor=$(echo "$K8S_VERSION" | cut -d. -f2)
+  local v="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
+  v="$v -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
+  v="$v -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+  v="$v -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitTreeState=clean"
+  v="$v -X k8s.io/component-base/version.buildDate=1970-01-01T00:00:00Z"
+  for c in "${K8S_BINS[@]}"; do
+    step "go build $c $K8S_VERSION" go build -trimpath -ldflags "-s -w $v" -o "$BIN/$c.tmp" "k8s.io/kubernetes/cmd/$c"
+    mv "$BIN/$c.tmp" "$BIN/$c"
+  done
+  stamp "$K8S_VERSION" "${K8S_BINS[@]}"
+}
+
+build_etcd() {
+  local w=$CACHE/src/etcd-$ETCD_VERSION
+  mkdir -p "$w"; cd "$w"
+  if [[ ! -f go.mod ]]; then
+    go mod init local/etcdbuild >/dev/null 2>&1
+    # etcd's server/go.mod replaces its sibling modules with local paths; as a dependency
+    # those replaces are ignored and the published sibling versions are used instead.
+    go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+    printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' > tools.go
+    go mod tidy
+  fi
+  step "go build etcd $ETCD_VERSION" go build -trimpath -ldflags "-s -w" -o "$BIN/etcd.tmp" go.etcd.io/etcd/server/v3
+  mv "$BIN/etcd.tmp" "$BIN/etcd"
+  stamp "$ETCD_VERSION" etcd
+}
+
+build_go_install() { # NAME MODULE/PATH VERSION LDFLAGS
+  local name=$1 pkg=$2 version=$3 ldflags=${4:-}
+  step "go install $name $version" env GOBIN="$BIN" go install -trimpath -ldflags "-s -w $ldflags" "$pkg@$version"
+  stamp "$version" "$name"
+}
+
+t_all=$SECONDS
+have "$K8S_VERSION" "${K8S_BINS[@]}" || build_kubernetes
+have "$ETCD_VERSION" etcd || build_etcd
+have "$KWOK_VERSION" kwok || build_go_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"
+have "$HELM_VERSION" helm || build_go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
+  "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+echo "binaries ready in $BIN ($((SECONDS - t_all))s)"
