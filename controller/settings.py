@@ -1,0 +1,200 @@
+"""Controller settings: environment variables with the `AUDIOJOB_` prefix, plus the two names
+the original app already uses (`TURSO_DATABASE_URL`, `TURSO_AUTH_TOKEN`).
+
+Nested settings use a double underscore: `AUDIOJOB_TIMEOUTS__INGEST_SECONDS=900`.
+Invalid settings stop start-up with one clear line (see `load_settings`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from runner.payloads import JOB_TYPES
+
+_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class DbSettings(BaseModel):
+    """Where the job table lives and how patiently to talk to it."""
+
+    url: str = "file:audiojobs.db"
+    """libSQL URL: `file:` (embedded default), `libsql://`, `wss://`, `ws://`, `https://`, `http://`."""
+
+    auth_token: SecretStr | None = None
+    """Turso auth token. A secret: never logged, never in a repr or an error message."""
+
+    table: str = "audio_jobs"
+    """Name of the job table; the attempts and workers tables are named after it."""
+
+    statement_timeout_seconds: float = 10.0
+    """Deadline for one database call, in seconds; a call past it counts as a transient fault."""
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        schemes = ("file:", "libsql://", "wss://", "ws://", "https://", "http://")
+        if not url.startswith(schemes):
+            shown = url.split("://", 1)[0] if "://" in url else url[:20]
+            raise ValueError(f"must start with one of {', '.join(schemes)} (got {shown!r})")
+        return url
+
+    @field_validator("table")
+    @classmethod
+    def _safe_table(cls, table: str) -> str:
+        if not _TABLE_NAME.match(table):
+            raise ValueError("must be a plain SQL identifier (letters, digits, underscore)")
+        return table
+
+
+class TimeoutSettings(BaseModel):
+    """Clocks per job type (design: "Clocks per job type"); all in seconds."""
+
+    ingest_seconds: int = Field(10 * 60, gt=0)
+    """Run timeout for ingest jobs: `activeDeadlineSeconds` and the reaper."""
+    preview_seconds: int = Field(5 * 60, gt=0)
+    """Run timeout for preview jobs."""
+    save_seconds: int = Field(15 * 60, gt=0)
+    """Run timeout for save jobs."""
+    pending_seconds: int = Field(5 * 60, gt=0)
+    """How long a pod may wait to start (Pending, unschedulable) before the row fails."""
+    heartbeat_stale_seconds: int = Field(60, gt=0)
+    """A running pod whose runner heartbeat is older than this is deleted, then retried or failed."""
+    progress_stalled_seconds: int = Field(5 * 60, gt=0)
+    """A running pod that heartbeats without progress for this long is treated as stuck."""
+    cancel_grace_seconds: int = Field(5, ge=0)
+    """SIGTERM → SIGKILL grace for cancelled jobs (`terminationGracePeriodSeconds`)."""
+    retry_backoff_seconds: float = Field(10.0, ge=0)
+    """Delay before a transient failure's retry becomes claimable (`run_after`)."""
+
+    def run_timeout(self, job_type: str) -> int:
+        return int(getattr(self, f"{job_type}_seconds"))
+
+
+class Resources(BaseModel):
+    """Container resources for one job type, in Kubernetes quantity strings."""
+
+    cpu_request: str = "250m"
+    memory_request: str = "256Mi"
+    cpu_limit: str | None = "2"
+    memory_limit: str | None = "1Gi"
+
+    def as_k8s(self) -> dict[str, dict[str, str]]:
+        requests = {"cpu": self.cpu_request, "memory": self.memory_request}
+        limits = {k: v for k, v in (("cpu", self.cpu_limit), ("memory", self.memory_limit)) if v}
+        return {"requests": requests, "limits": limits} if limits else {"requests": requests}
+
+
+class RunnerSettings(BaseModel):
+    """What the job pods look like."""
+
+    image: str = "audiojob-operator:0.1.0"
+    """Image with ffmpeg, yt-dlp and this project (one image serves controller and runner)."""
+    image_pull_policy: str = "IfNotPresent"
+    service_account: str = "audiojob-runner"
+    """Service account of job pods: may patch only its own pod's progress annotations."""
+    output: str = "/data/output"
+    """Where results go (`AUDIOJOB_OUTPUT`): a directory in the pod, or s3://bucket/prefix."""
+    output_volume_claim: str | None = None
+    """PVC mounted at `output` in job pods, if outputs go to a volume."""
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    resources: dict[str, Resources] = Field(
+        default_factory=lambda: {t: Resources() for t in JOB_TYPES}
+    )
+    """Per job type; a type missing here gets the defaults above."""
+    pod_annotations: dict[str, str] = Field(default_factory=dict)
+    """Extra annotations on job pods (the tests use this to steer simulated kwok pods)."""
+    ttl_seconds_after_finished: int = Field(10 * 60, ge=0)
+    """Set on a finished Job only after its outcome is recorded in the row."""
+
+    def resources_for(self, job_type: str) -> Resources:
+        return self.resources.get(job_type, Resources())
+
+
+class KubeSettings(BaseModel):
+    namespace: str = "audiojob-jobs"
+    """Namespace the Jobs are created in (the chart's jobs namespace)."""
+
+    @field_validator("namespace")
+    @classmethod
+    def _dns_label(cls, ns: str) -> str:
+        if len(ns) > 63 or not _K8S_NAME.match(ns):
+            raise ValueError("must be a DNS label (lowercase letters, digits, '-', ≤ 63 chars)")
+        return ns
+
+
+class ClaimSettings(BaseModel):
+    poll_interval_seconds: float = Field(3.0, gt=0)
+    """How often the claim loop looks for pending rows (the original worker's 3 s)."""
+    max_concurrent: int = Field(10, ge=1, le=10_000)
+    """At most this many rows in `processing` for this controller at once."""
+    reconcile_interval_seconds: float = Field(60.0, gt=0)
+    """Full relist of Jobs and rows, so a silently stalled watch cannot strand work."""
+    heartbeat_interval_seconds: float = Field(5.0, gt=0)
+    """How often running rows get their heartbeat/stage/progress statement."""
+    worker_heartbeat_seconds: float = Field(30.0, gt=0)
+    """How often this instance's row in the workers table is refreshed."""
+
+
+class MetricsSettings(BaseModel):
+    port: int = Field(8080, ge=0, le=65535)
+    """Port for /metrics, /healthz and /readyz (0 = pick a free port, for tests)."""
+    host: str = "0.0.0.0"  # noqa: S104  # a pod's probes and Prometheus reach it from outside
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="AUDIOJOB_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    db: DbSettings = Field(default_factory=DbSettings)
+    kube: KubeSettings = Field(default_factory=KubeSettings)
+    runner: RunnerSettings = Field(default_factory=RunnerSettings)
+    timeouts: TimeoutSettings = Field(default_factory=TimeoutSettings)
+    claim: ClaimSettings = Field(default_factory=ClaimSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    worker_id: str | None = None
+    """This instance's id in the workers table (default: `<hostname>-<pid>`)."""
+    log_level: str = "INFO"
+
+
+def _env_db_overrides() -> dict[str, Any]:
+    """The original app's variable names, read outside the prefix."""
+    out: dict[str, Any] = {}
+    if "TURSO_DATABASE_URL" in os.environ:
+        out["url"] = os.environ["TURSO_DATABASE_URL"]
+    if "TURSO_AUTH_TOKEN" in os.environ:
+        out["auth_token"] = os.environ["TURSO_AUTH_TOKEN"]
+    return out
+
+
+class SettingsError(SystemExit):
+    """Raised with a one-line message; exits start-up with status 2."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment, or raise SettingsError with one clear line."""
+    try:
+        settings = Settings(**overrides)
+        db_env = _env_db_overrides()
+        if db_env:
+            merged = settings.db.model_dump() | {"auth_token": settings.db.auth_token} | db_env
+            settings = settings.model_copy(update={"db": DbSettings.model_validate(merged)})
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        env = "AUDIOJOB_" + where.upper().replace(".", "__")
+        if where.startswith("db.url") or where == "url":
+            env = "TURSO_DATABASE_URL"
+        more = f" (and {e.error_count() - 1} more problems)" if e.error_count() > 1 else ""
+        raise SettingsError(f"invalid setting {env}: {first['msg']}{more}") from None
+    return settings
