@@ -1,0 +1,120 @@
+"""Typed rows and call results of the job store (see DESIGN.md, "The job row")."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from runner.payloads import Payload
+
+Status = Literal["pending", "processing", "complete", "failed", "cancelled"]
+ErrorKind = Literal["transient", "permanent", "timeout", "lost", "cancelled"]
+FailKind = Literal["transient", "permanent", "timeout", "lost"]
+FAIL_KINDS: tuple[FailKind, ...] = ("transient", "permanent", "timeout", "lost")
+
+WriteResult = Literal["applied", "stale"]
+"""`stale`: the row is no longer at that attempt and status; nothing was changed."""
+RetryOutcome = Literal["requeued", "failed", "stale"]
+
+
+class JobRow(BaseModel):
+    """One row of the job table, every column; times are epoch milliseconds (UTC)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    type: str
+    status: Status
+    payload: str
+    priority: int
+    stage: str | None
+    progress: int
+    attempt: int
+    retry_count: int
+    max_retries: int
+    run_after: int | None
+    result: str | None
+    error: str | None
+    error_kind: ErrorKind | None
+    claimed_by: str | None
+    k8s_job: str | None
+    trace_id: str | None
+    created_at: int
+    updated_at: int
+    started_at: int | None
+    finished_at: int | None
+
+    def result_json(self) -> Any:
+        """The decoded result, or None before completion."""
+        return None if self.result is None else json.loads(self.result)
+
+
+JOB_COLUMNS: tuple[str, ...] = tuple(JobRow.model_fields)
+
+
+class AttemptRow(BaseModel):
+    """One run of a job: the ledger the app shows as history."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    attempt: int
+    pod: str | None
+    node: str | None
+    started_at: int | None
+    ended_at: int | None
+    exit_code: int | None
+    reason: str | None
+
+
+class WorkerRow(BaseModel):
+    """One controller instance, as the app's health page reads it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    worker_id: str
+    version: str
+    started_at: int
+    last_seen: int
+    active: int
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """What the controller saw of one running job this cycle; None leaves a column unchanged."""
+
+    job_id: str
+    attempt: int
+    stage: str | None = None
+    progress: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    row: JobRow
+    payload: Payload
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedJob:
+    """A claimed row whose type or payload cannot run; it has been failed permanently."""
+
+    row: JobRow
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    jobs: list[ClaimedJob]
+    """Valid rows now `processing` for this worker, in claim order (priority, then FIFO)."""
+    rejected: list[RejectedJob]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCounts:
+    pending: int
+    inflight: int
+    """`processing` plus `cancelled` rows whose pod is not yet confirmed gone."""

@@ -1,0 +1,67 @@
+-- audiojob-operator job store, schema version 1.
+--
+-- The controller applies this itself (PRAGMA user_version migrations); the web app may apply it
+-- as-is with any SQLite/libSQL client. Every statement is idempotent. Times are epoch ms (UTC).
+-- With a table name other than audio_jobs, the controller renames audio_jobs -> <table> and
+-- audio_job_* -> <table without trailing s>_*.
+
+CREATE TABLE IF NOT EXISTS audio_jobs (
+  job_id      TEXT PRIMARY KEY NOT NULL,
+  type        TEXT NOT NULL,
+  status      TEXT NOT NULL DEFAULT 'pending'
+              CHECK (status IN ('pending', 'processing', 'complete', 'failed', 'cancelled')),
+  payload     TEXT NOT NULL DEFAULT '{}',
+  priority    INTEGER NOT NULL DEFAULT 0,
+  stage       TEXT,
+  progress    INTEGER NOT NULL DEFAULT 0 CHECK (progress BETWEEN 0 AND 100),
+  attempt     INTEGER NOT NULL DEFAULT 0,
+  retry_count INTEGER NOT NULL DEFAULT 0,
+  max_retries INTEGER NOT NULL DEFAULT 1,
+  run_after   INTEGER,
+  result      TEXT,
+  error       TEXT,
+  error_kind  TEXT
+              CHECK (error_kind IS NULL
+                     OR error_kind IN ('transient', 'permanent', 'timeout', 'lost', 'cancelled')),
+  claimed_by  TEXT,
+  k8s_job     TEXT,
+  trace_id    TEXT,
+  created_at  INTEGER NOT NULL DEFAULT (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)),
+  updated_at  INTEGER NOT NULL DEFAULT (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)),
+  started_at  INTEGER,
+  finished_at INTEGER
+);
+
+-- Claiming reads this index in order and stops after LIMIT rows; counting pending rows reads only
+-- its entries. Partial, so finished history (the bulk of the table) costs nothing: Turso bills
+-- every row a statement reads.
+CREATE INDEX IF NOT EXISTS audio_job_ix_pending
+  ON audio_jobs (status, priority DESC, created_at, run_after) WHERE status = 'pending';
+
+-- Reaper (stale heartbeats), reconcile and the in-flight count.
+CREATE INDEX IF NOT EXISTS audio_job_ix_processing
+  ON audio_jobs (status, updated_at) WHERE status = 'processing';
+
+-- Cancelled rows whose pod the controller has not yet confirmed gone; in-flight for KEDA.
+CREATE INDEX IF NOT EXISTS audio_job_ix_cancel_open
+  ON audio_jobs (status, finished_at, updated_at) WHERE status = 'cancelled' AND finished_at IS NULL;
+
+CREATE TABLE IF NOT EXISTS audio_job_attempts (
+  job_id     TEXT NOT NULL,
+  attempt    INTEGER NOT NULL,
+  pod        TEXT,
+  node       TEXT,
+  started_at INTEGER,
+  ended_at   INTEGER,
+  exit_code  INTEGER,
+  reason     TEXT,
+  PRIMARY KEY (job_id, attempt)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS audio_job_workers (
+  worker_id  TEXT PRIMARY KEY NOT NULL,
+  version    TEXT NOT NULL,
+  started_at INTEGER NOT NULL,
+  last_seen  INTEGER NOT NULL,
+  active     INTEGER NOT NULL DEFAULT 0
+);

@@ -1,0 +1,683 @@
+"""The job store: every state transition of DESIGN.md as one conditional SQL statement.
+
+Fencing: every write about a run names `job_id`, `attempt` and the expected `status`, and says
+whether it changed the row (`applied`) or found it moved on (`stale`). A statement whose answer
+was lost (dropped socket, timeout) is retried; if the retry then finds nothing to change, the
+row is read back to tell "our earlier try landed" from "someone else moved it".
+"""
+
+# ruff: noqa: S608  # SQL is assembled only from constants and checked identifiers; values are bound
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from libsql_client import ResultSet
+
+from controller.settings import DbSettings
+from controller.store.backend import Args, Backend, describe_url, open_backend, split_url
+from controller.store.errors import StoreError, StoreUnavailable, classify, redact
+from controller.store.models import (
+    FAIL_KINDS,
+    JOB_COLUMNS,
+    AttemptRow,
+    Beat,
+    Claim,
+    ClaimedJob,
+    JobRow,
+    QueueCounts,
+    RejectedJob,
+    RetryOutcome,
+    WorkerRow,
+    WriteResult,
+)
+from controller.store.schema import SCHEMA_VERSION, migrations, rename
+from runner.payloads import PayloadError, parse_payload
+
+log = logging.getLogger("audiojob.store")
+
+T = TypeVar("T")
+
+# SQLite's default limit is 32766 bound parameters; libSQL keeps it. Batches larger than this
+# many rows are split into several statements (the controller's concurrency is far below it).
+MAX_BATCH = 500
+
+_COLS = ", ".join(JOB_COLUMNS)
+_QCOLS = ", ".join(f"audio_jobs.{c}" for c in JOB_COLUMNS)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Capped exponential backoff with jitter; each delay is between half and all of its cap."""
+
+    attempts: int = 6
+    """Tries for network faults, Turso's BLOCKED and 5xx (the first try included)."""
+    base_seconds: float = 0.1
+    cap_seconds: float = 2.0
+    busy_attempts: int = 400
+    """Tries for `database is locked`: the file backend gets it at once under contention,
+    and it clears within milliseconds, so it gets many short tries."""
+    busy_base_seconds: float = 0.002
+    busy_cap_seconds: float = 0.05
+
+    def delay(self, tries: int, *, busy: bool) -> float:
+        base, cap = (
+            (self.busy_base_seconds, self.busy_cap_seconds)
+            if busy
+            else (self.base_seconds, self.cap_seconds)
+        )
+        ceiling = min(cap, base * float(2 ** (tries - 1)))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311  # jitter, not crypto
+
+
+class _Sql:
+    """The statements, rendered once for the configured table name."""
+
+    def __init__(self, table: str) -> None:
+        def r(sql: str) -> str:
+            return rename(sql, table)
+
+        self.insert = r(
+            "INSERT INTO audio_jobs (job_id, type, status, payload, priority, max_retries,"
+            " trace_id, run_after, created_at, updated_at)"
+            " VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?8)"
+            " ON CONFLICT (job_id) DO NOTHING RETURNING 1"
+        )
+        # Pending rows are cancelled and finished in one step: no pod can exist for them, so
+        # there is nothing for the controller to confirm (and KEDA need not wake it).
+        self.cancel = r(
+            "UPDATE audio_jobs SET status = 'cancelled', updated_at = ?2,"
+            " finished_at = CASE WHEN status = 'pending' THEN ?2 END,"
+            " error_kind = CASE WHEN status = 'pending' THEN 'cancelled' ELSE error_kind END,"
+            " stage = CASE WHEN status = 'pending' THEN NULL ELSE stage END,"
+            " progress = CASE WHEN status = 'pending' THEN 0 ELSE progress END"
+            " WHERE job_id = ?1 AND status IN ('pending', 'processing') RETURNING 1"
+        )
+        self.get = r(f"SELECT {_COLS} FROM audio_jobs WHERE job_id = ?1")
+        # The outer `+status` keeps SQLite from walking the whole pending index to test the
+        # rowid list; the inner SELECT reads the pending index in claim order and stops at
+        # LIMIT. One statement, so two controllers can never take the same row.
+        self.claim = r(
+            "UPDATE audio_jobs SET status = 'processing', attempt = attempt + 1,"
+            " claimed_by = ?1, started_at = ?2, updated_at = ?2,"
+            " trace_id = COALESCE(trace_id, lower(hex(randomblob(16)))),"
+            " stage = NULL, progress = 0, k8s_job = NULL, finished_at = NULL"
+            " WHERE rowid IN (SELECT rowid FROM audio_jobs WHERE status = 'pending'"
+            " AND (run_after IS NULL OR run_after <= ?2)"
+            " ORDER BY priority DESC, created_at LIMIT ?3)"
+            f" AND +status = 'pending' RETURNING {_COLS}"
+        )
+        # Only used when a claim's answer was lost: the rows that try claimed for us.
+        self.claim_recover = r(
+            f"SELECT {_COLS} FROM audio_jobs WHERE status = 'processing'"
+            " AND claimed_by = ?1 AND started_at = ?2 AND k8s_job IS NULL"
+        )
+        self.set_k8s_job = r(
+            "UPDATE audio_jobs SET k8s_job = ?3"
+            " WHERE job_id = ?1 AND attempt = ?2 AND status = 'processing' RETURNING 1"
+        )
+        self.complete = r(
+            "UPDATE audio_jobs SET status = 'complete', result = ?3, progress = 100,"
+            " error = NULL, error_kind = NULL, finished_at = ?4, updated_at = ?4"
+            " WHERE job_id = ?1 AND attempt = ?2 AND status = 'processing' RETURNING 1"
+        )
+        self.fail = r(
+            "UPDATE audio_jobs SET status = 'failed', error = ?3, error_kind = ?4,"
+            " finished_at = ?5, updated_at = ?5"
+            " WHERE job_id = ?1 AND attempt = ?2 AND status = 'processing' RETURNING 1"
+        )
+        # SET expressions all see the row as it was, so `retry_count < max_retries` decides
+        # every column consistently.
+        self.retry_or_fail = r(
+            "UPDATE audio_jobs SET"
+            " status = CASE WHEN retry_count < max_retries THEN 'pending' ELSE 'failed' END,"
+            " retry_count = retry_count + (retry_count < max_retries),"
+            " run_after = CASE WHEN retry_count < max_retries THEN ?5 ELSE run_after END,"
+            " error = CASE WHEN retry_count < max_retries THEN ?3"
+            " ELSE ?3 || ' (retries used up)' END,"
+            " error_kind = ?4,"
+            " k8s_job = CASE WHEN retry_count < max_retries THEN NULL ELSE k8s_job END,"
+            " claimed_by = CASE WHEN retry_count < max_retries THEN NULL ELSE claimed_by END,"
+            " stage = CASE WHEN retry_count < max_retries THEN NULL ELSE stage END,"
+            " progress = CASE WHEN retry_count < max_retries THEN 0 ELSE progress END,"
+            " finished_at = CASE WHEN retry_count < max_retries THEN NULL ELSE ?6 END,"
+            " updated_at = ?6"
+            " WHERE job_id = ?1 AND attempt = ?2 AND status = 'processing' RETURNING status"
+        )
+        self.finalize_cancelled = r(
+            "UPDATE audio_jobs SET stage = NULL, progress = 0, finished_at = ?2,"
+            " updated_at = ?2, error_kind = 'cancelled'"
+            " WHERE job_id = ?1 AND status = 'cancelled' AND finished_at IS NULL RETURNING 1"
+        )
+        self.processing_all = r(
+            f"SELECT {_COLS} FROM audio_jobs WHERE status = 'processing' ORDER BY updated_at"
+        )
+        self.processing_by = r(
+            f"SELECT {_COLS} FROM audio_jobs WHERE status = 'processing' AND claimed_by = ?1"
+            " ORDER BY updated_at"
+        )
+        self.cancelled_unfinalized = r(
+            f"SELECT {_COLS} FROM audio_jobs WHERE status = 'cancelled'"
+            " AND finished_at IS NULL ORDER BY updated_at"
+        )
+        self.stale_processing = r(
+            f"SELECT {_COLS} FROM audio_jobs WHERE status = 'processing'"
+            " AND updated_at < ?1 ORDER BY updated_at"
+        )
+        # Each COUNT walks one partial index: cost is the number of live rows, never history.
+        self.counts = r(
+            "SELECT (SELECT COUNT(*) FROM audio_jobs WHERE status = 'pending'),"
+            " (SELECT COUNT(*) FROM audio_jobs WHERE status = 'processing')"
+            " + (SELECT COUNT(*) FROM audio_jobs WHERE status = 'cancelled'"
+            " AND finished_at IS NULL)"
+        )
+        self.attempt_started = r(
+            "INSERT INTO audio_job_attempts (job_id, attempt, pod, node, started_at)"
+            " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (job_id, attempt) DO UPDATE SET"
+            " pod = COALESCE(excluded.pod, pod), node = COALESCE(excluded.node, node),"
+            " started_at = COALESCE(started_at, excluded.started_at)"
+        )
+        self.attempt_ended = r(
+            "INSERT INTO audio_job_attempts (job_id, attempt, ended_at, exit_code, reason)"
+            " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (job_id, attempt) DO UPDATE SET"
+            " ended_at = excluded.ended_at, exit_code = excluded.exit_code,"
+            " reason = excluded.reason"
+        )
+        self.attempts = r(
+            "SELECT job_id, attempt, pod, node, started_at, ended_at, exit_code, reason"
+            " FROM audio_job_attempts WHERE job_id = ?1 ORDER BY attempt"
+        )
+        self.register_worker = r(
+            "INSERT INTO audio_job_workers (worker_id, version, started_at, last_seen, active)"
+            " VALUES (?1, ?2, ?3, ?3, 0) ON CONFLICT (worker_id) DO UPDATE SET"
+            " version = excluded.version, started_at = excluded.started_at,"
+            " last_seen = excluded.last_seen, active = 0"
+        )
+        self.worker_heartbeat = r(
+            "INSERT INTO audio_job_workers (worker_id, version, started_at, last_seen, active)"
+            " VALUES (?1, '', ?3, ?3, ?2) ON CONFLICT (worker_id) DO UPDATE SET"
+            " last_seen = excluded.last_seen, active = excluded.active"
+        )
+        self.workers = r(
+            "SELECT worker_id, version, started_at, last_seen, active FROM audio_job_workers"
+            " ORDER BY worker_id"
+        )
+        self.table = table
+
+    def heartbeat(self, n: int) -> str:
+        values = ", ".join(["(?, ?, ?, ?)"] * n)
+        return rename(
+            f"WITH beats (job_id, attempt, stage, progress) AS (VALUES {values})"
+            f" UPDATE audio_jobs SET updated_at = ?{4 * n + 1},"
+            " stage = COALESCE(beats.stage, audio_jobs.stage),"
+            " progress = COALESCE(beats.progress, audio_jobs.progress)"
+            " FROM beats WHERE audio_jobs.job_id = beats.job_id"
+            " AND audio_jobs.attempt = beats.attempt AND audio_jobs.status = 'processing'"
+            " RETURNING audio_jobs.job_id",
+            self.table,
+        )
+
+    def reject(self, n: int) -> str:
+        values = ", ".join(["(?, ?, ?)"] * n)
+        return rename(
+            f"WITH bad (job_id, attempt, error) AS (VALUES {values})"
+            " UPDATE audio_jobs SET status = 'failed', error = bad.error,"
+            f" error_kind = 'permanent', stage = NULL, finished_at = ?{3 * n + 1},"
+            f" updated_at = ?{3 * n + 1}"
+            " FROM bad WHERE audio_jobs.job_id = bad.job_id"
+            " AND audio_jobs.attempt = bad.attempt AND audio_jobs.status = 'processing'"
+            " RETURNING audio_jobs.job_id",
+            self.table,
+        )
+
+    def get_many(self, n: int) -> str:
+        marks = ", ".join(["?"] * n)
+        return rename(f"SELECT {_COLS} FROM audio_jobs WHERE job_id IN ({marks})", self.table)
+
+
+def _row(values: Sequence[Any]) -> JobRow:
+    return JobRow.model_validate(dict(zip(JOB_COLUMNS, values, strict=True)))
+
+
+def _chunks(items: Sequence[T], size: int = MAX_BATCH) -> list[Sequence[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def validate_row(row: JobRow) -> ClaimedJob | RejectedJob:
+    """Check a claimed row's type and payload; never raises, whatever the row holds."""
+    try:
+        return ClaimedJob(row=row, payload=parse_payload(row.type, row.payload))
+    except PayloadError as e:
+        return RejectedJob(row=row, error=str(e))
+    except Exception as e:  # a payload model bug must not stop the claim loop
+        return RejectedJob(row=row, error=f"payload could not be checked: {type(e).__name__}")
+
+
+class JobStore:
+    """Async access to the job table; build once with `open`, close once with `close`."""
+
+    def __init__(
+        self, backend: Backend, db: DbSettings, retry: RetryPolicy, token: str | None
+    ) -> None:
+        self._backend = backend
+        self._db = db
+        self._retry = retry
+        self._token = token
+        self._where = describe_url(db.url)
+        self._sql = _Sql(db.table)
+        self._unwritten_rejections: dict[tuple[str, int], str] = {}
+        self.statements = 0
+        """Statements sent (retries included); the benchmark reads it."""
+
+    def __repr__(self) -> str:
+        return f"JobStore({self._where!r}, table={self._db.table!r})"
+
+    @classmethod
+    async def open(cls, db: DbSettings, *, retry: RetryPolicy | None = None) -> JobStore:
+        """Build the client once, switch a file database to WAL, and migrate the schema."""
+        token = db.auth_token.get_secret_value() if db.auth_token else split_url(db.url)[1]
+        try:
+            backend = await open_backend(db.url, token)
+        except Exception as e:
+            fault = classify(e)
+            raise StoreError(
+                redact(
+                    f"cannot open the database {describe_url(db.url)}: {fault.description}", token
+                )
+            ) from None
+        store = cls(backend, db, retry or RetryPolicy(), token)
+        try:
+            if db.url.startswith("file:"):
+                # WAL lets readers run beside the one writer, and is remembered by the file.
+                await store._exec(lambda: backend.execute("PRAGMA journal_mode=WAL", []), "wal")
+            await store._migrate()
+        except BaseException:
+            await backend.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        await self._backend.close()
+
+    async def __aenter__(self) -> JobStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _exec(self, call: Callable[[], Awaitable[T]], what: str) -> tuple[T, bool]:
+        """Run one database call with a deadline and retries; say if an earlier try may have
+        committed without our hearing back."""
+        tries = 0
+        ambiguous = False
+        started = time.monotonic()
+        while True:
+            tries += 1
+            self.statements += 1
+            try:
+                result = await asyncio.wait_for(call(), self._db.statement_timeout_seconds)
+                return result, ambiguous
+            except Exception as e:
+                fault = classify(e)
+                if not fault.transient:
+                    raise StoreError(self._message(f"{what}: {fault.description}")) from None
+                ambiguous = ambiguous or fault.maybe_applied
+                busy = fault.description.startswith("database is locked")
+                budget = self._retry.busy_attempts if busy else self._retry.attempts
+                if tries >= budget:
+                    spent = time.monotonic() - started
+                    raise StoreUnavailable(
+                        self._message(
+                            f"{what}: gave up after {tries} tries in {spent:.1f} s:"
+                            f" {fault.description}"
+                        )
+                    ) from None
+                if not busy:
+                    log.warning(
+                        "%s", self._message(f"{what}: retrying (try {tries}): {fault.description}")
+                    )
+                if fault.reconnect:
+                    await self._backend.reset()
+                await asyncio.sleep(self._retry.delay(tries, busy=busy))
+
+    def _message(self, text: str) -> str:
+        return redact(f"database {self._where}: {text}", self._token)
+
+    async def _run(self, sql: str, args: Args, what: str) -> tuple[ResultSet, bool]:
+        return await self._exec(lambda: self._backend.execute(sql, args), what)
+
+    async def _migrate(self) -> None:
+        rs, _ = await self._run("PRAGMA user_version", [], "read schema version")
+        version = int(rs.rows[0][0]) if rs.rows else 0
+        steps = migrations(self._db.table)
+        if version > SCHEMA_VERSION:
+            log.warning(
+                "schema version %d is newer than this controller's %d; carrying on",
+                version,
+                SCHEMA_VERSION,
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            stmts: list[tuple[str, Args]] = [(s, []) for s in steps[target - 1]]
+            stmts.append((f"PRAGMA user_version = {target}", []))
+            # One batch is one transaction: a concurrent migrator waits, then finds nothing to do
+            # (every statement is IF NOT EXISTS).
+            await self._exec(lambda s=stmts: self._backend.batch(s), f"migrate to {target}")  # type: ignore[misc]
+
+    async def _fenced(
+        self,
+        sql: str,
+        args: Args,
+        what: str,
+        job_id: str,
+        landed: Callable[[JobRow], bool],
+    ) -> bool:
+        """Run a conditional write; True if it changed the row (now or on a lost earlier try)."""
+        rs, ambiguous = await self._run(sql, args, what)
+        if rs.rows:
+            return True
+        if ambiguous:
+            row = await self.get(job_id)
+            return row is not None and landed(row)
+        return False
+
+    # -- app side ---------------------------------------------------------------------------
+
+    async def insert(
+        self,
+        *,
+        job_id: str,
+        type: str,  # the column's name, as the API promises
+        payload: str | dict[str, Any],
+        priority: int = 0,
+        max_retries: int = 1,
+        trace_id: str | None = None,
+        run_after: int | None = None,
+        now_ms: int | None = None,
+    ) -> None:
+        """Add a pending row; raises StoreError if the id exists. Payloads are checked at claim."""
+        text = payload if isinstance(payload, str) else json.dumps(payload)
+        now = _now(now_ms)
+        args: Args = [job_id, type, text, priority, max_retries, trace_id, run_after, now]
+        rs, ambiguous = await self._run(self._sql.insert, args, f"insert job {job_id!r}")
+        if rs.rows:
+            return
+        if ambiguous:
+            row = await self.get(job_id)
+            if row is not None and row.type == type and row.payload == text:
+                return
+        raise StoreError(f"cannot insert job {job_id!r}: a job with that id already exists")
+
+    async def cancel(self, job_id: str, *, now_ms: int | None = None) -> bool:
+        """pending|processing -> cancelled; False if the row is finished or missing."""
+        return await self._fenced(
+            self._sql.cancel,
+            [job_id, _now(now_ms)],
+            f"cancel job {job_id!r}",
+            job_id,
+            lambda row: row.status == "cancelled",
+        )
+
+    async def get(self, job_id: str) -> JobRow | None:
+        rs, _ = await self._run(self._sql.get, [job_id], f"read job {job_id!r}")
+        return _row(rs.rows[0]) if rs.rows else None
+
+    async def get_many(self, job_ids: Sequence[str]) -> dict[str, JobRow]:
+        out: dict[str, JobRow] = {}
+        for chunk in _chunks(list(dict.fromkeys(job_ids))):
+            rs, _ = await self._run(self._sql.get_many(len(chunk)), list(chunk), "read jobs")
+            for values in rs.rows:
+                row = _row(values)
+                out[row.job_id] = row
+        return out
+
+    # -- controller: claim and run ----------------------------------------------------------
+
+    async def claim(self, *, worker_id: str, limit: int, now_ms: int | None = None) -> Claim:
+        """Claim up to `limit` rows in one statement; fail the invalid ones in one more."""
+        now = _now(now_ms)
+        rows: dict[str, JobRow] = {}
+        if limit > 0:
+            rs, ambiguous = await self._run(
+                self._sql.claim, [worker_id, now, limit], f"claim for {worker_id!r}"
+            )
+            rows = {r.job_id: r for r in map(_row, rs.rows)}
+            if ambiguous:
+                # An earlier try may have claimed rows whose RETURNING we never saw; they are
+                # ours (same worker, same claim time, no Job yet).
+                lost, _ = await self._run(
+                    self._sql.claim_recover, [worker_id, now], "recover lost claim"
+                )
+                for r in map(_row, lost.rows):
+                    rows.setdefault(r.job_id, r)
+        ordered = sorted(rows.values(), key=lambda r: (-r.priority, r.created_at))
+        jobs: list[ClaimedJob] = []
+        rejected: list[RejectedJob] = []
+        for row in ordered:
+            checked = validate_row(row)
+            if isinstance(checked, ClaimedJob):
+                jobs.append(checked)
+            else:
+                rejected.append(checked)
+                self._unwritten_rejections[(row.job_id, row.attempt)] = checked.error
+        await self._write_rejections(now)
+        return Claim(jobs=jobs, rejected=rejected)
+
+    async def _write_rejections(self, now: int) -> None:
+        """Fail invalid rows permanently; if the database is away, try again next claim."""
+        pending = list(self._unwritten_rejections.items())
+        if not pending:
+            return
+        try:
+            for chunk in _chunks(pending):
+                args: Args = [
+                    v for (job_id, attempt), error in chunk for v in (job_id, attempt, error)
+                ]
+                args.append(now)
+                await self._run(self._sql.reject(len(chunk)), args, "fail invalid rows")
+                for key, _ in chunk:
+                    self._unwritten_rejections.pop(key, None)
+        except StoreUnavailable as e:
+            log.warning("invalid rows stay claimed until the next claim: %s", e)
+
+    async def heartbeat(self, beats: Sequence[Beat], *, now_ms: int | None = None) -> set[str]:
+        """Write heartbeat, stage and progress of all running rows in one statement.
+
+        Returns the job ids whose row is no longer `processing` at that attempt: cancelled by
+        the app, finished, or taken over by a later attempt.
+        """
+        unique = list({b.job_id: b for b in beats}.values())
+        gone: set[str] = set()
+        now = _now(now_ms)
+        for chunk in _chunks(unique):
+            args: Args = []
+            for b in chunk:
+                progress = None if b.progress is None else max(0, min(100, int(b.progress)))
+                args += [b.job_id, b.attempt, b.stage, progress]
+            args.append(now)
+            rs, _ = await self._run(self._sql.heartbeat(len(chunk)), args, "heartbeat")
+            alive = {str(v[0]) for v in rs.rows}
+            gone |= {b.job_id for b in chunk} - alive
+        return gone
+
+    async def set_k8s_job(self, job_id: str, attempt: int, k8s_job: str) -> WriteResult:
+        return _wr(
+            await self._fenced(
+                self._sql.set_k8s_job,
+                [job_id, attempt, k8s_job],
+                f"record Job {k8s_job!r} for {job_id!r} attempt {attempt}",
+                job_id,
+                lambda row: row.attempt == attempt and row.k8s_job == k8s_job,
+            )
+        )
+
+    async def complete(
+        self, job_id: str, attempt: int, result: dict[str, Any], *, now_ms: int | None = None
+    ) -> WriteResult:
+        return _wr(
+            await self._fenced(
+                self._sql.complete,
+                [job_id, attempt, json.dumps(result), _now(now_ms)],
+                f"complete job {job_id!r} attempt {attempt}",
+                job_id,
+                lambda row: row.attempt == attempt and row.status == "complete",
+            )
+        )
+
+    async def fail(
+        self, job_id: str, attempt: int, *, error: str, kind: str, now_ms: int | None = None
+    ) -> WriteResult:
+        if kind not in FAIL_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(FAIL_KINDS)}, got {kind!r}")
+        return _wr(
+            await self._fenced(
+                self._sql.fail,
+                [job_id, attempt, error, kind, _now(now_ms)],
+                f"fail job {job_id!r} attempt {attempt}",
+                job_id,
+                lambda row: row.attempt == attempt and row.status == "failed",
+            )
+        )
+
+    async def retry_or_fail(
+        self,
+        job_id: str,
+        attempt: int,
+        *,
+        error: str,
+        kind: str = "transient",
+        backoff_seconds: float,
+        now_ms: int | None = None,
+    ) -> RetryOutcome:
+        """Requeue after a transient failure (the pod is gone), or fail if retries are used up."""
+        if kind not in FAIL_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(FAIL_KINDS)}, got {kind!r}")
+        now = _now(now_ms)
+        run_after = now + round(backoff_seconds * 1000)
+        rs, ambiguous = await self._run(
+            self._sql.retry_or_fail,
+            [job_id, attempt, error, kind, run_after, now],
+            f"requeue job {job_id!r} attempt {attempt}",
+        )
+        if rs.rows:
+            return "requeued" if rs.rows[0][0] == "pending" else "failed"
+        if ambiguous:
+            row = await self.get(job_id)
+            if row is not None and row.attempt == attempt and row.error_kind == kind:
+                if row.status == "pending":
+                    return "requeued"
+                if row.status == "failed":
+                    return "failed"
+        return "stale"
+
+    async def finalize_cancelled(self, job_id: str, *, now_ms: int | None = None) -> WriteResult:
+        """After the pod is confirmed gone: clear stage/progress and set finished_at."""
+        return _wr(
+            await self._fenced(
+                self._sql.finalize_cancelled,
+                [job_id, _now(now_ms)],
+                f"finalize cancelled job {job_id!r}",
+                job_id,
+                lambda row: row.status == "cancelled" and row.finished_at is not None,
+            )
+        )
+
+    # -- controller: reconcile, reaper, metrics ---------------------------------------------
+
+    async def processing(self, *, worker_id: str | None = None) -> list[JobRow]:
+        if worker_id is None:
+            rs, _ = await self._run(self._sql.processing_all, [], "list processing rows")
+        else:
+            rs, _ = await self._run(self._sql.processing_by, [worker_id], "list processing rows")
+        return [_row(v) for v in rs.rows]
+
+    async def cancelled_unfinalized(self) -> list[JobRow]:
+        rs, _ = await self._run(self._sql.cancelled_unfinalized, [], "list cancelled rows")
+        return [_row(v) for v in rs.rows]
+
+    async def stale_processing(
+        self, *, older_than_ms: int, now_ms: int | None = None
+    ) -> list[JobRow]:
+        """Processing rows whose heartbeat (`updated_at`) is older than `older_than_ms`."""
+        cutoff = _now(now_ms) - older_than_ms
+        rs, _ = await self._run(self._sql.stale_processing, [cutoff], "list stale rows")
+        return [_row(v) for v in rs.rows]
+
+    async def counts(self) -> QueueCounts:
+        rs, _ = await self._run(self._sql.counts, [], "count rows")
+        pending, inflight = rs.rows[0]
+        return QueueCounts(pending=int(pending), inflight=int(inflight))
+
+    # -- attempts ledger and worker registry ------------------------------------------------
+
+    async def attempt_started(
+        self, job_id: str, attempt: int, *, pod: str | None, node: str | None, started_ms: int
+    ) -> None:
+        await self._run(
+            self._sql.attempt_started,
+            [job_id, attempt, pod, node, started_ms],
+            f"record start of {job_id!r} attempt {attempt}",
+        )
+
+    async def attempt_ended(
+        self,
+        job_id: str,
+        attempt: int,
+        *,
+        exit_code: int | None,
+        reason: str | None,
+        ended_ms: int,
+    ) -> None:
+        await self._run(
+            self._sql.attempt_ended,
+            [job_id, attempt, ended_ms, exit_code, reason],
+            f"record end of {job_id!r} attempt {attempt}",
+        )
+
+    async def attempts(self, job_id: str) -> list[AttemptRow]:
+        rs, _ = await self._run(self._sql.attempts, [job_id], f"read attempts of {job_id!r}")
+        fields = tuple(AttemptRow.model_fields)
+        return [AttemptRow.model_validate(dict(zip(fields, v, strict=True))) for v in rs.rows]
+
+    async def register_worker(
+        self, worker_id: str, version: str, *, now_ms: int | None = None
+    ) -> None:
+        await self._run(
+            self._sql.register_worker,
+            [worker_id, version, _now(now_ms)],
+            f"register worker {worker_id!r}",
+        )
+
+    async def worker_heartbeat(
+        self, worker_id: str, active: int, *, now_ms: int | None = None
+    ) -> None:
+        await self._run(
+            self._sql.worker_heartbeat,
+            [worker_id, active, _now(now_ms)],
+            f"heartbeat of worker {worker_id!r}",
+        )
+
+    async def workers(self) -> list[WorkerRow]:
+        rs, _ = await self._run(self._sql.workers, [], "list workers")
+        fields = tuple(WorkerRow.model_fields)
+        return [WorkerRow.model_validate(dict(zip(fields, v, strict=True))) for v in rs.rows]
+
+
+def _now(given: int | None) -> int:
+    return now_ms() if given is None else given
+
+
+def _wr(applied: bool) -> WriteResult:
+    return "applied" if applied else "stale"
