@@ -29,7 +29,9 @@ class Trim(_Strict):
 
     op: Literal["trim"]
     start: float = Field(0.0, ge=0, description="seconds from the beginning")
-    end: float | None = Field(None, gt=0, description="seconds from the beginning; None = to the end")
+    end: float | None = Field(
+        None, gt=0, description="seconds from the beginning; None = to the end"
+    )
 
     @field_validator("end")
     @classmethod
@@ -135,9 +137,7 @@ def parse_payload(job_type: str, raw: str | None) -> Payload:
     model = PAYLOAD_MODELS.get(job_type)
     if model is None:
         shown = job_type if len(job_type) <= 40 else job_type[:40] + "…"
-        raise PayloadError(
-            f"unknown job type {shown!r}: expected one of {', '.join(JOB_TYPES)}"
-        )
+        raise PayloadError(f"unknown job type {shown!r}: expected one of {', '.join(JOB_TYPES)}")
     if raw is None or raw.strip() == "":
         raw = "{}"
     try:

@@ -1,0 +1,120 @@
+"""ffprobe and ffmpeg as tracked children: probing media and transcoding with progress."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from runner import procs
+from runner.errors import PermanentError, RunnerError, Terminated
+
+PROBE_TIMEOUT = 60.0  # seconds; a probe reads headers only, anything slower is a broken file
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    duration: float | None
+    audio_codec: str | None
+    sample_rate: int | None
+    channels: int | None
+    format_name: str
+    size: int
+
+
+def probe(path: Path, *, label: str) -> MediaInfo:
+    """What ffprobe sees in `path`; PermanentError when it is not readable media at all."""
+    argv = [
+        "ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
+        str(path),
+    ]  # fmt: skip
+    proc = procs.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=PROBE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise PermanentError(
+            f"{label} could not be read: ffprobe took longer than {PROBE_TIMEOUT:.0f} s (permanent)"
+        ) from None
+    finally:
+        procs.kill_if_running(proc)
+        procs.release(proc)
+    procs.checkpoint()
+    if proc.returncode != 0:
+        reason = _last_line(err.decode(errors="replace")) or f"ffprobe exit code {proc.returncode}"
+        raise PermanentError(f"{label} is corrupt or not a media file: {reason} (permanent)")
+    data = json.loads(out or b"{}")
+    fmt = data.get("format", {})
+    audio = next((s for s in data.get("streams", []) if s.get("codec_type") == "audio"), None)
+    duration = _float(fmt.get("duration"))
+    if audio is not None and duration is None:
+        duration = _float(audio.get("duration"))
+    return MediaInfo(
+        duration=duration,
+        audio_codec=audio.get("codec_name") if audio else None,
+        sample_rate=int(audio["sample_rate"]) if audio and audio.get("sample_rate") else None,
+        channels=audio.get("channels") if audio else None,
+        format_name=str(fmt.get("format_name", "")),
+        size=path.stat().st_size,
+    )
+
+
+def require_audio(info: MediaInfo, *, label: str) -> float:
+    """The duration of real audio, or PermanentError explaining what is wrong with it."""
+    if info.audio_codec is None:
+        kind = f"a {info.format_name} file" if info.format_name else "a file"
+        raise PermanentError(f"{label} is not audio: ffprobe found {kind} with no audio stream")
+    if info.duration is None or info.duration <= 0:
+        raise PermanentError(
+            f"{label} has no playable audio: ffprobe reports a duration of "
+            f"{info.duration if info.duration is not None else 'unknown'} (permanent)"
+        )
+    return info.duration
+
+
+def transcode(
+    args: Sequence[str],
+    *,
+    expected_seconds: float,
+    on_progress: Callable[[float], None],
+    log_path: Path,
+    label: str,
+) -> None:
+    """Run `ffmpeg <args>`, reporting the fraction done from its -progress output."""
+    argv = ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-progress", "pipe:1", "-y", *args]
+    with log_path.open("wb") as log_file:
+        proc = procs.spawn(argv, stdout=subprocess.PIPE, stderr=log_file)
+        try:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                key, _, value = raw.decode(errors="replace").strip().partition("=")
+                # out_time_us is microseconds; older ffmpeg mislabels it as out_time_ms too.
+                if key == "out_time_us" and value.isdigit() and expected_seconds > 0:
+                    on_progress(min(1.0, int(value) / 1e6 / expected_seconds))
+            proc.wait()
+        finally:
+            procs.kill_if_running(proc)
+            procs.release(proc)
+    if procs.terminating():
+        raise Terminated
+    if proc.returncode != 0:
+        reason = _last_line(log_path.read_text(errors="replace"))
+        raise RunnerError(
+            f"ffmpeg could not {label}: {reason or f'exit code {proc.returncode}'} (permanent)",
+            "permanent",
+        )
+
+
+def _float(value: object) -> float | None:
+    if value in (None, "N/A"):
+        return None
+    with contextlib.suppress(TypeError, ValueError):
+        return float(value)  # type: ignore[arg-type]
+    return None
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
