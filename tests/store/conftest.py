@@ -1,0 +1,48 @@
+"""Store fixtures: one store per test, on a file database or through the Hrana test server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from controller.settings import DbSettings
+from controller.store import JobStore, RetryPolicy
+from tests.store.hrana_server import HranaServer, running_server
+
+# Short, fast retries so fault tests finish quickly; the shapes are the production ones.
+FAST_RETRY = RetryPolicy(attempts=6, base_seconds=0.02, cap_seconds=0.2)
+
+BACKENDS = ["file", "ws", "http"]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[HranaServer]:
+    with running_server(str(tmp_path / "served.db")) as s:
+        yield s
+
+
+def url_for(backend: str, tmp_path: Path, server: HranaServer | None) -> str:
+    if backend == "file":
+        return f"file:{tmp_path / 'local.db'}"
+    assert server is not None
+    return server.url(backend)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def db(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> DbSettings:
+    srv = None if backend == "file" else request.getfixturevalue("server")
+    return DbSettings(url=url_for(backend, tmp_path, srv), statement_timeout_seconds=5)
+
+
+@pytest.fixture
+async def store(db: DbSettings) -> AsyncIterator[JobStore]:
+    s = await JobStore.open(db, retry=FAST_RETRY)
+    yield s
+    await s.close()
