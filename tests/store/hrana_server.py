@@ -297,7 +297,9 @@ class HranaServer:
     def _authorized(self, request: web.Request) -> bool:
         return self.token is None or request.headers.get("authorization") == f"Bearer {self.token}"
 
-    async def _http(self, request: web.Request, kind: str) -> web.StreamResponse:
+    async def _http(  # noqa: PLR0911  # one exit per injected fault
+        self, request: web.Request, kind: str
+    ) -> web.StreamResponse:
         transport = request.transport
         if transport is not None:
             self._transports.add(transport)
@@ -434,7 +436,7 @@ class HranaServer:
         if http.transport is not None:
             http.transport.abort()  # type: ignore[attr-defined]
 
-    def _ws_handle(
+    def _ws_handle(  # noqa: PLR0911  # one return per Hrana request type
         self,
         req: dict[str, Any],
         streams: dict[int, sqlite3.Connection],
