@@ -1,0 +1,103 @@
+"""EXPLAIN QUERY PLAN: claiming, counting and the reconcile/reaper queries read indexes only.
+
+Turso bills every row a statement reads, so a plan that scans the table would cost the whole
+history of jobs on every poll.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from controller.settings import DbSettings
+from controller.store import JobStore
+from controller.store.store import _Sql
+
+
+@pytest.fixture
+async def conn(tmp_path: Path) -> sqlite3.Connection:
+    path = tmp_path / "plans.db"
+    async with await JobStore.open(DbSettings(url=f"file:{path}")) as store:
+        for i in range(40):
+            await store.insert(job_id=f"j{i}", type="ingest", payload="{}", priority=i % 3)
+        await store.claim(worker_id="w", limit=10)
+        for i in range(10, 15):
+            await store.cancel(f"j{i}")
+    c = sqlite3.connect(path)
+    c.execute("ANALYZE")
+    return c
+
+
+def plan(conn: sqlite3.Connection, sql: str, args: list[object]) -> list[str]:
+    return [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, args)]
+
+
+def assert_indexed(lines: list[str]) -> None:
+    reads = [line for line in lines if line.startswith(("SCAN", "SEARCH"))]
+    assert reads, lines
+    for line in reads:
+        if "audio_jobs" not in line:
+            continue  # the VALUES list of a batch statement
+        assert line.startswith("SEARCH"), f"reads the table or a whole index: {lines}"
+        assert "INDEX" in line or "PRIMARY KEY" in line, lines
+    assert not any("TEMP B-TREE" in line for line in lines), f"sorts outside an index: {lines}"
+
+
+SQL = _Sql("audio_jobs")
+
+
+def test_claim_walks_the_pending_index_in_order(conn: sqlite3.Connection) -> None:
+    lines = plan(conn, SQL.claim, ["w", 0, 10])
+    assert_indexed(lines)
+    assert any("COVERING INDEX audio_job_ix_pending" in line for line in lines), lines
+    assert any("INTEGER PRIMARY KEY (rowid=?)" in line for line in lines), lines
+
+
+def test_counts_are_index_only(conn: sqlite3.Connection) -> None:
+    lines = plan(conn, SQL.counts, [])
+    assert_indexed(lines)
+    covering = [line for line in lines if "USING COVERING INDEX" in line]
+    assert {line.split("COVERING INDEX ")[1].split()[0] for line in covering} == {
+        "audio_job_ix_pending",
+        "audio_job_ix_processing",
+        "audio_job_ix_cancel_open",
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "index"),
+    [
+        ("stale_processing", [0], "audio_job_ix_processing"),
+        ("processing_all", [], "audio_job_ix_processing"),
+        ("processing_by", ["w"], "audio_job_ix_processing"),
+        ("cancelled_unfinalized", [], "audio_job_ix_cancel_open"),
+        ("claim_recover", ["w", 0], "audio_job_ix_processing"),
+    ],
+)
+def test_controller_queries_use_partial_indexes(
+    conn: sqlite3.Connection, name: str, args: list[object], index: str
+) -> None:
+    lines = plan(conn, getattr(SQL, name), args)
+    assert_indexed(lines)
+    assert any(index in line for line in lines), lines
+
+
+@pytest.mark.parametrize(
+    ("sql", "args"),
+    [
+        (SQL.heartbeat(2), ["a", 1, None, None, "b", 1, "s", 5, 0]),
+        (SQL.reject(2), ["a", 1, "e", "b", 1, "e", 0]),
+        (SQL.get_many(3), ["a", "b", "c"]),
+        (SQL.complete, ["a", 1, "{}", 0]),
+        (SQL.retry_or_fail, ["a", 1, "e", "transient", 0, 0]),
+        (SQL.cancel, ["a", 0]),
+    ],
+)
+def test_row_writes_go_by_primary_key(
+    conn: sqlite3.Connection, sql: str, args: list[object]
+) -> None:
+    lines = plan(conn, sql, args)
+    assert_indexed(lines)
+    assert any("sqlite_autoindex_audio_jobs_1 (job_id=?)" in line for line in lines), lines
