@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from libsql_client import ResultSet
@@ -108,15 +109,25 @@ class _Sql:
         # The outer `+status` keeps SQLite from walking the whole pending index to test the
         # rowid list; the inner SELECT reads the pending index in claim order and stops at
         # LIMIT. One statement, so two controllers can never take the same row.
-        self.claim = r(
+        claim = (
             "UPDATE audio_jobs SET status = 'processing', attempt = attempt + 1,"
             " claimed_by = ?1, started_at = ?2, updated_at = ?2,"
             " trace_id = COALESCE(trace_id, lower(hex(randomblob(16)))),"
             " stage = NULL, progress = 0, k8s_job = NULL, finished_at = NULL"
             " WHERE rowid IN (SELECT rowid FROM audio_jobs WHERE status = 'pending'"
             " AND (run_after IS NULL OR run_after <= ?2)"
-            " ORDER BY priority DESC, created_at LIMIT ?3)"
+            " ORDER BY priority DESC, created_at LIMIT {limit})"
             f" AND +status = 'pending' RETURNING {_COLS}"
+        )
+        self.claim = r(claim.replace("{limit}", "?3"))
+        # After a try whose answer was lost, claim only what that try did not already take for
+        # this (worker, claim time), so the batch never exceeds the limit.
+        self.claim_after_loss = r(
+            claim.replace(
+                "{limit}",
+                "max(0, ?3 - (SELECT COUNT(*) FROM audio_jobs WHERE status = 'processing'"
+                " AND claimed_by = ?1 AND started_at = ?2 AND k8s_job IS NULL))",
+            )
         )
         # Only used when a claim's answer was lost: the rows that try claimed for us.
         self.claim_recover = r(
@@ -277,6 +288,7 @@ class JobStore:
         self._where = describe_url(db.url)
         self._sql = _Sql(db.table)
         self._unwritten_rejections: dict[tuple[str, int], str] = {}
+        self._claim_stamps: dict[str, int] = {}
         self.statements = 0
         """Statements sent (retries included); the benchmark reads it."""
 
@@ -300,7 +312,7 @@ class JobStore:
         try:
             if db.url.startswith("file:"):
                 # WAL lets readers run beside the one writer, and is remembered by the file.
-                await store._exec(lambda: backend.execute("PRAGMA journal_mode=WAL", []), "wal")
+                await store._exec(lambda _: backend.execute("PRAGMA journal_mode=WAL", []), "wal")
             await store._migrate()
         except BaseException:
             await backend.close()
@@ -318,9 +330,9 @@ class JobStore:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    async def _exec(self, call: Callable[[], Awaitable[T]], what: str) -> tuple[T, bool]:
+    async def _exec(self, call: Callable[[bool], Awaitable[T]], what: str) -> tuple[T, bool]:
         """Run one database call with a deadline and retries; say if an earlier try may have
-        committed without our hearing back."""
+        committed without our hearing back. `call` is told that too, before each try."""
         tries = 0
         ambiguous = False
         started = time.monotonic()
@@ -328,7 +340,7 @@ class JobStore:
             tries += 1
             self.statements += 1
             try:
-                result = await asyncio.wait_for(call(), self._db.statement_timeout_seconds)
+                result = await asyncio.wait_for(call(ambiguous), self._db.statement_timeout_seconds)
                 return result, ambiguous
             except Exception as e:
                 fault = classify(e)
@@ -357,7 +369,7 @@ class JobStore:
         return redact(f"database {self._where}: {text}", self._token)
 
     async def _run(self, sql: str, args: Args, what: str) -> tuple[ResultSet, bool]:
-        return await self._exec(lambda: self._backend.execute(sql, args), what)
+        return await self._exec(lambda _: self._backend.execute(sql, args), what)
 
     async def _migrate(self) -> None:
         rs, _ = await self._run("PRAGMA user_version", [], "read schema version")
@@ -374,7 +386,7 @@ class JobStore:
             stmts.append((f"PRAGMA user_version = {target}", []))
             # One batch is one transaction: a concurrent migrator waits, then finds nothing to do
             # (every statement is IF NOT EXISTS).
-            await self._exec(lambda s=stmts: self._backend.batch(s), f"migrate to {target}")  # type: ignore[misc]
+            await self._exec(partial(_batch, self._backend, stmts), f"migrate to {target}")
 
     async def _fenced(
         self,
@@ -448,15 +460,22 @@ class JobStore:
     async def claim(self, *, worker_id: str, limit: int, now_ms: int | None = None) -> Claim:
         """Claim up to `limit` rows in one statement; fail the invalid ones in one more."""
         now = _now(now_ms)
+        # started_at identifies this claim among the worker's, which is how rows claimed by a
+        # try whose answer was lost are found again; so two claims never share a millisecond.
+        if self._claim_stamps.get(worker_id) == now:
+            now += 1
+        self._claim_stamps[worker_id] = now
         rows: dict[str, JobRow] = {}
         if limit > 0:
-            rs, ambiguous = await self._run(
-                self._sql.claim, [worker_id, now, limit], f"claim for {worker_id!r}"
-            )
+            args: Args = [worker_id, now, limit]
+
+            def attempt(after_loss: bool) -> Awaitable[ResultSet]:
+                sql = self._sql.claim_after_loss if after_loss else self._sql.claim
+                return self._backend.execute(sql, args)
+
+            rs, ambiguous = await self._exec(attempt, f"claim for {worker_id!r}")
             rows = {r.job_id: r for r in map(_row, rs.rows)}
             if ambiguous:
-                # An earlier try may have claimed rows whose RETURNING we never saw; they are
-                # ours (same worker, same claim time, no Job yet).
                 lost, _ = await self._run(
                     self._sql.claim_recover, [worker_id, now], "recover lost claim"
                 )
@@ -673,6 +692,10 @@ class JobStore:
         rs, _ = await self._run(self._sql.workers, [], "list workers")
         fields = tuple(WorkerRow.model_fields)
         return [WorkerRow.model_validate(dict(zip(fields, v, strict=True))) for v in rs.rows]
+
+
+def _batch(backend: Backend, stmts: list[tuple[str, Args]], _: bool) -> Awaitable[list[ResultSet]]:
+    return backend.batch(stmts)
 
 
 def _now(given: int | None) -> int:
