@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
 from runner.contract import ErrorKind
-from runner.errors import PermanentError, RunnerError, classify_os_error
+from runner.errors import PermanentError, RunnerError, classify_os_error, exception_chain
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -128,7 +128,11 @@ class S3Location:
 
 def s3_error(exc: Exception, doing: str) -> RunnerError:
     """boto3's failure as a sentence: missing things and refusals are permanent."""
-    response: Any = getattr(exc, "response", None)
+    # upload_file wraps the ClientError in S3UploadFailedError; the response is on the cause.
+    response: Any = next(
+        (r for e in exception_chain(exc) if isinstance(r := getattr(e, "response", None), dict)),
+        None,
+    )
     if isinstance(response, dict):
         code = str(response.get("Error", {}).get("Code", ""))
         status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)

@@ -131,9 +131,10 @@ class Reporter:
 
     def _send(self, state: ProgressState) -> None:
         self._last_sent = time.monotonic()
-        self._last = state
         try:
             self._sink.send(state, heartbeat_ms=int(time.time() * 1000))
+            # Only a delivered state counts as sent: a failed one goes again at the next tick.
+            self._last = state
         except Exception as e:  # any failure: the job matters more than its progress bar
             self._failures += 1
             if self._failures == 1 or self._failures % 30 == 0:
