@@ -265,12 +265,21 @@ def _chunks(items: Sequence[T], size: int = MAX_BATCH) -> list[Sequence[T]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+MAX_ERROR_CHARS = 1_000
+
+
+def one_line(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """Keep an error a single readable line: the sentence may quote keys from the payload."""
+    flat = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def validate_row(row: JobRow) -> ClaimedJob | RejectedJob:
     """Check a claimed row's type and payload; never raises, whatever the row holds."""
     try:
         return ClaimedJob(row=row, payload=parse_payload(row.type, row.payload))
     except PayloadError as e:
-        return RejectedJob(row=row, error=str(e))
+        return RejectedJob(row=row, error=one_line(str(e)))
     except Exception as e:  # a payload model bug must not stop the claim loop
         return RejectedJob(row=row, error=f"payload could not be checked: {type(e).__name__}")
 
