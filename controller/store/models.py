@@ -100,7 +100,11 @@ class ClaimedJob:
 
 @dataclass(frozen=True, slots=True)
 class RejectedJob:
-    """A claimed row whose type or payload cannot run; it has been failed permanently."""
+    """A claimed row whose type or payload cannot run.
+
+    The store fails it permanently with `error` in the same call (if the database is away at
+    that moment, at its next claim). `row` is the row as claimed, before that write.
+    """
 
     row: JobRow
     error: str

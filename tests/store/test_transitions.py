@@ -12,6 +12,7 @@ from controller.store import Beat, JobRow, JobStore, StoreError, schema_sql
 from runner.payloads import IngestPayload, SavePayload
 
 from .conftest import FAST_RETRY
+from .hrana_server import HranaServer
 
 T0 = 1_700_000_000_000
 INGEST = {"url": "https://example.com/a"}
@@ -355,3 +356,11 @@ async def test_shipped_sql_is_what_the_store_creates(tmp_path: Path) -> None:
             return c.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall()
 
     assert objects(by_app) == objects(by_store)
+
+
+async def test_libsql_url_form(server: HranaServer) -> None:
+    """`libsql://host:port?tls=0` is the WebSocket transport without TLS (Turso's own form)."""
+    async with await JobStore.open(DbSettings(url=server.url("libsql")), retry=FAST_RETRY) as s:
+        await s.insert(job_id="l", type="ingest", payload=INGEST, now_ms=T0)
+        assert (await claim_one(s, "l")).attempt == 1
+    assert server.handshakes >= 1
