@@ -1,0 +1,43 @@
+# syntax=docker/dockerfile:1
+# One image for the controller (`audiojob-controller`, the default command), the queue-metrics
+# service (`python -m controller.queue_metrics`) and the job runner (`audiojob-runner`, which the
+# controller's Job builder sets as the container command).
+#
+#   docker build -t audiojob-operator:0.1.0 .
+#
+# Runs as a non-root user with a read-only root filesystem: mount an emptyDir at /tmp (scratch,
+# HOME) and the output volume at /data; the runner writes nowhere else.
+
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+
+# --- build: the project's wheel and every dependency's, nothing else -------------------------
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY controller ./controller
+COPY runner ./runner
+RUN python -m pip wheel --wheel-dir /wheels '.[s3]'
+
+# --- runtime: Debian's ffmpeg, the wheels, a non-root user --------------------------------
+FROM ${PYTHON_IMAGE} AS runtime
+# yt-dlp is pinned here as in pyproject.toml (a test keeps the two equal): sites change and
+# yt-dlp follows, so upgrading it is a deliberate, reviewed change of the image.
+ARG YT_DLP_VERSION=2026.10.26
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ffmpeg \
+ && rm -rf /var/lib/apt/lists/*
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    python -m pip install --no-cache-dir --no-index --find-links=/wheels \
+      'audiojob-operator[s3]' "yt-dlp==${YT_DLP_VERSION}"
+RUN groupadd --system --gid 10001 audiojob \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --shell /usr/sbin/nologin audiojob
+# No .pyc writes (the root filesystem is read-only), unbuffered logs, scratch and HOME on /tmp.
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    TMPDIR=/tmp \
+    AUDIOJOB_OUTPUT=/data
+USER 10001:10001
+WORKDIR /tmp
+CMD ["audiojob-controller"]
