@@ -237,15 +237,20 @@ class Runner:
             text=True,
         )
 
-    def finish(self, proc: Popen, stderr: str = "") -> RunResult:
+    def finish(self, proc: Popen, *, stderr_read_elsewhere: bool = False) -> RunResult:
+        """Wait for the runner; with `stderr_read_elsewhere`, leave its stderr to that reader."""
+        err = ""
         try:
-            _, err = proc.communicate(timeout=RUN_DEADLINE)
+            if stderr_read_elsewhere:
+                proc.wait(timeout=RUN_DEADLINE)
+            else:
+                _, err = proc.communicate(timeout=RUN_DEADLINE)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=10)
         text = (self.tmp / "termination-log").read_text()
-        return RunResult(proc.returncode, json.loads(text), stderr + (err or ""))
+        return RunResult(proc.returncode, json.loads(text), err or "")
 
     def run(self, job_type: str, payload: dict[str, Any] | str, **extra: str) -> RunResult:
         return self.finish(self.start(job_type, payload, **extra))

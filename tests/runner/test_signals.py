@@ -81,7 +81,7 @@ class StderrCollector:
 def terminate_and_check(runner: Runner, proc: Popen, logs: StderrCollector, marker: str) -> str:
     """SIGTERM the runner, then check exit code, message, and that nothing outlived it."""
     proc.send_signal(signal.SIGTERM)
-    run = runner.finish(proc)
+    run = runner.finish(proc, stderr_read_elsewhere=True)
     stderr = logs.text()
     assert run.code == EXIT_TERMINATED, stderr
     assert run.message["ok"] is False and run.message["kind"] == "transient"
