@@ -1,0 +1,57 @@
+"""Shared test helpers. Every wait has a deadline; there are no bare sleep loops."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_for(
+    predicate: Callable[[], T],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    message: str = "",
+) -> T:
+    """Call `predicate` until it returns something truthy, and return that; exceptions it
+    raises count as "not yet". Fails the test with `message` and the last error at the deadline."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as e:  # noqa: BLE001  # "not yet" while the system converges
+            last_error = e
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_error!r})" if last_error else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}{detail}")
+        time.sleep(interval)
+
+
+async def async_wait_for(
+    predicate: Callable[[], Awaitable[T]],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    message: str = "",
+) -> T:
+    """`wait_for` for coroutines."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            value = await predicate()
+            if value:
+                return value
+        except Exception as e:  # noqa: BLE001
+            last_error = e
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_error!r})" if last_error else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}{detail}")
+        await asyncio.sleep(interval)
