@@ -64,7 +64,7 @@ class TimeoutSettings(BaseModel):
     pending_seconds: int = Field(5 * 60, gt=0)
     """How long a pod may wait to start (Pending, unschedulable) before the row fails."""
     heartbeat_stale_seconds: int = Field(60, gt=0)
-    """A running pod whose runner heartbeat is older than this is deleted, then retried or failed."""
+    """A running pod whose runner heartbeat is older than this is deleted, then retried."""
     progress_stalled_seconds: int = Field(5 * 60, gt=0)
     """A running pod that heartbeats without progress for this long is treated as stuck."""
     cancel_grace_seconds: int = Field(5, ge=0)
@@ -105,7 +105,7 @@ class RunnerSettings(BaseModel):
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     resources: dict[str, Resources] = Field(
-        default_factory=lambda: {t: Resources() for t in JOB_TYPES}
+        default_factory=lambda: {str(t): Resources() for t in JOB_TYPES}
     )
     """Per job type; a type missing here gets the defaults above."""
     pod_annotations: dict[str, str] = Field(default_factory=dict)

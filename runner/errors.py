@@ -103,7 +103,7 @@ def exception_chain(exc: BaseException) -> Iterator[BaseException]:
             todo.append(info[1])
 
 
-def network_reason(exc: BaseException) -> tuple[str, ErrorKind] | None:  # noqa: PLR0911 - a table
+def network_reason(exc: BaseException) -> tuple[str, ErrorKind] | None:
     """A short reason and kind when the chain holds a recognisable network failure."""
     for e in exception_chain(exc):
         status = getattr(e, "status", None)

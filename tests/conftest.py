@@ -43,8 +43,11 @@ def namespace(cluster: LocalCluster, api: kubernetes.client.ApiClient) -> Iterat
     core = kubernetes.client.CoreV1Api(api)
     name = f"t-{uuid.uuid4().hex[:10]}"
     core.create_namespace({"metadata": {"name": name}})
-    wait_for(lambda: core.read_namespaced_service_account("default", name),
-             timeout=30, message=f"default ServiceAccount in {name}")
+    wait_for(
+        lambda: core.read_namespaced_service_account("default", name),
+        timeout=30,
+        message=f"default ServiceAccount in {name}",
+    )
     yield name
     try:
         core.delete_namespace(name, propagation_policy="Background", grace_period_seconds=0)

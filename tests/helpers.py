@@ -26,11 +26,13 @@ def wait_for(
             value = predicate()
             if value:
                 return value
-        except Exception as e:  # noqa: BLE001  # "not yet" while the system converges
+        except Exception as e:  # "not yet" while the system converges
             last_error = e
         if time.monotonic() >= deadline:
             detail = f" (last error: {last_error!r})" if last_error else ""
-            raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}{detail}")
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {message or predicate}{detail}"
+            )
         time.sleep(interval)
 
 
@@ -49,9 +51,11 @@ async def async_wait_for(
             value = await predicate()
             if value:
                 return value
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             last_error = e
         if time.monotonic() >= deadline:
             detail = f" (last error: {last_error!r})" if last_error else ""
-            raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}{detail}")
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {message or predicate}{detail}"
+            )
         await asyncio.sleep(interval)

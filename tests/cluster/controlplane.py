@@ -35,7 +35,15 @@ import kubernetes
 HERE = Path(__file__).resolve().parent
 STAGES = HERE / "kwok-stages.yaml"
 CACHE = Path(os.environ.get("AUDIOJOB_CACHE", Path.home() / ".cache" / "audiojob-operator"))
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl", "helm")
+BINARIES = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "kubectl",
+    "helm",
+)
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 
@@ -68,29 +76,78 @@ def _openssl(*args: str, cwd: Path) -> None:
 def make_pki(pki: Path) -> None:
     """A CA, the apiserver's serving cert, a front-proxy client cert and the SA signing key."""
     pki.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-             "-days", "3650", "-subj", "/CN=audiojob-test-ca", cwd=pki)
-    sans = ("DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,"
-            "DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.96.0.1")
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=audiojob-test-ca",
+        cwd=pki,
+    )
+    sans = (
+        "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,"
+        "DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.96.0.1"
+    )
     for name, cn, ext in (
         ("apiserver", "kube-apiserver", f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n"),
         ("front-proxy-client", "front-proxy-client", "extendedKeyUsage=clientAuth\n"),
     ):
         (pki / f"{name}.ext").write_text(ext)
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
-                 f"{name}.csr", "-subj", f"/CN={cn}", cwd=pki)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-days", "3650", "-extfile", f"{name}.ext", "-out",
-                 f"{name}.crt", cwd=pki)
+        _openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={cn}",
+            cwd=pki,
+        )
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "3650",
+            "-extfile",
+            f"{name}.ext",
+            "-out",
+            f"{name}.crt",
+            cwd=pki,
+        )
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
 
 
-def write_kubeconfig(path: Path, *, server: str, ca_file: Path, token: str, user: str = "user") -> None:
+def write_kubeconfig(
+    path: Path, *, server: str, ca_file: Path, token: str, user: str = "user"
+) -> None:
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "audiojob", "cluster": {"server": server, "certificate-authority": str(ca_file)}}],
+        "clusters": [
+            {
+                "name": "audiojob",
+                "cluster": {"server": server, "certificate-authority": str(ca_file)},
+            }
+        ],
         "users": [{"name": user, "user": {"token": token}}],
         "contexts": [{"name": "audiojob", "context": {"cluster": "audiojob", "user": user}}],
         "current-context": "audiojob",
@@ -107,8 +164,12 @@ def fake_node(name: str) -> dict[str, Any]:
         "metadata": {
             "name": name,
             "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
-                       "kubernetes.io/arch": "amd64", "type": "kwok"},
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "type": "kwok",
+            },
         },
         "status": {"allocatable": capacity, "capacity": capacity},
     }
@@ -174,7 +235,9 @@ class LocalCluster:
 
     def _start(self) -> None:
         make_pki(self.pki)
-        self.ports = {k: free_port() for k in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler")}
+        self.ports = {
+            k: free_port() for k in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler")
+        }
         self.admin_token = secrets.token_hex(16)
         tokens = {
             "admin": (self.admin_token, "admin", "system:masters"),
@@ -184,78 +247,121 @@ class LocalCluster:
             "kwok": (secrets.token_hex(16), "kwok", "system:masters"),
         }
         (self.pki / "tokens.csv").write_text(
-            "".join(f'{tok},{user},uid-{name},"{groups}"\n' for name, (tok, user, groups) in tokens.items())
+            "".join(
+                f'{tok},{user},uid-{name},"{groups}"\n'
+                for name, (tok, user, groups) in tokens.items()
+            )
         )
         for name, (tok, _, _) in tokens.items():
             path = self.kubeconfig if name == "admin" else self.root / f"{name}.kubeconfig"
             write_kubeconfig(path, server=self.server, ca_file=self.ca_file, token=tok, user=name)
         self._save_state()
 
-        self._spawn("etcd", [
-            str(binary("etcd")), "--name=node0", f"--data-dir={self.root / 'etcd'}",
-            f"--listen-client-urls=http://127.0.0.1:{self.ports['etcd']}",
-            f"--advertise-client-urls=http://127.0.0.1:{self.ports['etcd']}",
-            f"--listen-peer-urls=http://127.0.0.1:{self.ports['etcd-peer']}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{self.ports['etcd-peer']}",
-            f"--initial-cluster=node0=http://127.0.0.1:{self.ports['etcd-peer']}",
-            # Test state is thrown away; fsync only costs time.
-            "--unsafe-no-fsync=true", "--log-level=warn",
-        ])
+        self._spawn(
+            "etcd",
+            [
+                str(binary("etcd")),
+                "--name=node0",
+                f"--data-dir={self.root / 'etcd'}",
+                f"--listen-client-urls=http://127.0.0.1:{self.ports['etcd']}",
+                f"--advertise-client-urls=http://127.0.0.1:{self.ports['etcd']}",
+                f"--listen-peer-urls=http://127.0.0.1:{self.ports['etcd-peer']}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{self.ports['etcd-peer']}",
+                f"--initial-cluster=node0=http://127.0.0.1:{self.ports['etcd-peer']}",
+                # Test state is thrown away; fsync only costs time.
+                "--unsafe-no-fsync=true",
+                "--log-level=warn",
+            ],
+        )
         pki = self.pki
-        self._spawn("kube-apiserver", [
-            str(binary("kube-apiserver")),
-            f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
-            "--bind-address=127.0.0.1", f"--secure-port={self.ports['apiserver']}",
-            "--advertise-address=127.0.0.1", f"--cert-dir={pki}",
-            f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
-            f"--client-ca-file={pki / 'ca.crt'}", f"--token-auth-file={pki / 'tokens.csv'}",
-            "--authorization-mode=Node,RBAC",
-            "--enable-admission-plugins=NodeRestriction",
-            f"--service-account-issuer={SA_ISSUER}", f"--api-audiences={SA_ISSUER}",
-            f"--service-account-key-file={pki / 'sa.pub'}",
-            f"--service-account-signing-key-file={pki / 'sa.key'}",
-            "--service-cluster-ip-range=10.96.0.0/24", "--allow-privileged=true",
-            # The aggregation layer (for KEDA's external metrics API).
-            f"--requestheader-client-ca-file={pki / 'ca.crt'}",
-            "--requestheader-allowed-names=front-proxy-client",
-            "--requestheader-username-headers=X-Remote-User",
-            "--requestheader-group-headers=X-Remote-Group",
-            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-            f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
-            f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
-            "--enable-aggregator-routing=true",
-            # Benchmarks create a thousand Jobs; API priority and fairness would throttle them.
-            "--enable-priority-and-fairness=false", "--max-requests-inflight=0",
-            "--max-mutating-requests-inflight=0", "--profiling=false", "--v=1",
-        ])
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(binary("kube-apiserver")),
+                f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.ports['apiserver']}",
+                "--advertise-address=127.0.0.1",
+                f"--cert-dir={pki}",
+                f"--tls-cert-file={pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--client-ca-file={pki / 'ca.crt'}",
+                f"--token-auth-file={pki / 'tokens.csv'}",
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                f"--service-account-issuer={SA_ISSUER}",
+                f"--api-audiences={SA_ISSUER}",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                "--service-cluster-ip-range=10.96.0.0/24",
+                "--allow-privileged=true",
+                # The aggregation layer (for KEDA's external metrics API).
+                f"--requestheader-client-ca-file={pki / 'ca.crt'}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+                f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
+                "--enable-aggregator-routing=true",
+                # Benchmarks create a thousand Jobs; API priority and fairness would throttle them.
+                "--enable-priority-and-fairness=false",
+                "--max-requests-inflight=0",
+                "--max-mutating-requests-inflight=0",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
         self._wait(self._apiserver_ready, "kube-apiserver /readyz")
-        self._spawn("kube-controller-manager", [
-            str(binary("kube-controller-manager")),
-            f"--kubeconfig={self.root / 'kcm.kubeconfig'}",
-            f"--authentication-kubeconfig={self.root / 'kcm.kubeconfig'}",
-            f"--authorization-kubeconfig={self.root / 'kcm.kubeconfig'}",
-            f"--service-account-private-key-file={pki / 'sa.key'}",
-            f"--root-ca-file={pki / 'ca.crt'}", "--use-service-account-credentials=true",
-            "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={self.ports['kcm']}",
-            "--controllers=*", "--concurrent-job-syncs=20", "--kube-api-qps=500",
-            "--kube-api-burst=1000", "--v=1",
-        ])
-        self._spawn("kube-scheduler", [
-            str(binary("kube-scheduler")),
-            f"--kubeconfig={self.root / 'scheduler.kubeconfig'}",
-            f"--authentication-kubeconfig={self.root / 'scheduler.kubeconfig'}",
-            f"--authorization-kubeconfig={self.root / 'scheduler.kubeconfig'}",
-            "--leader-elect=false", "--bind-address=127.0.0.1",
-            f"--secure-port={self.ports['scheduler']}", "--kube-api-qps=500", "--kube-api-burst=1000",
-            "--v=1",
-        ])
-        self._spawn("kwok", [
-            str(binary("kwok")), f"--kubeconfig={self.root / 'kwok.kubeconfig'}",
-            "--manage-all-nodes=false",
-            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-            "--manage-nodes-with-label-selector=", f"--config={STAGES}",
-            "--cidr=10.244.0.0/16", "--node-ip=10.0.0.1", "--node-lease-duration-seconds=40",
-        ])
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(binary("kube-controller-manager")),
+                f"--kubeconfig={self.root / 'kcm.kubeconfig'}",
+                f"--authentication-kubeconfig={self.root / 'kcm.kubeconfig'}",
+                f"--authorization-kubeconfig={self.root / 'kcm.kubeconfig'}",
+                f"--service-account-private-key-file={pki / 'sa.key'}",
+                f"--root-ca-file={pki / 'ca.crt'}",
+                "--use-service-account-credentials=true",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.ports['kcm']}",
+                "--controllers=*",
+                "--concurrent-job-syncs=20",
+                "--kube-api-qps=500",
+                "--kube-api-burst=1000",
+                "--v=1",
+            ],
+        )
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(binary("kube-scheduler")),
+                f"--kubeconfig={self.root / 'scheduler.kubeconfig'}",
+                f"--authentication-kubeconfig={self.root / 'scheduler.kubeconfig'}",
+                f"--authorization-kubeconfig={self.root / 'scheduler.kubeconfig'}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.ports['scheduler']}",
+                "--kube-api-qps=500",
+                "--kube-api-burst=1000",
+                "--v=1",
+            ],
+        )
+        self._spawn(
+            "kwok",
+            [
+                str(binary("kwok")),
+                f"--kubeconfig={self.root / 'kwok.kubeconfig'}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                "--manage-nodes-with-label-selector=",
+                f"--config={STAGES}",
+                "--cidr=10.244.0.0/16",
+                "--node-ip=10.0.0.1",
+                "--node-lease-duration-seconds=40",
+            ],
+        )
         core = kubernetes.client.CoreV1Api(self.api_client())
         for i in range(self.nodes):
             with contextlib.suppress(kubernetes.client.ApiException):
@@ -274,23 +380,36 @@ class LocalCluster:
     def api_client(self) -> kubernetes.client.ApiClient:
         return kubernetes.config.new_client_from_config(str(self.kubeconfig))
 
-    def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(binary("kubectl")), f"--kubeconfig={self.kubeconfig}", *args],
-            check=check, capture_output=True, text=True, input=input,
+            check=check,
+            capture_output=True,
+            text=True,
+            input=input,
         )
 
     # -- internals --------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = self.log(name).open("ab")
         # Own process group, so stop() can take the whole tree down with one signal.
-        self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        self.procs[name] = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self._save_state()
 
     def _save_state(self) -> None:
-        state = {"pids": {n: p.pid for n, p in self.procs.items()}, "ports": self.ports,
-                 "kubeconfig": str(self.kubeconfig)}
+        state = {
+            "pids": {n: p.pid for n, p in self.procs.items()},
+            "ports": self.ports,
+            "kubeconfig": str(self.kubeconfig),
+        }
         (self.root / "state.json").write_text(json.dumps(state, indent=2))
 
     def _wait(self, predicate: Any, what: str) -> None:
@@ -299,7 +418,9 @@ class LocalCluster:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
                     tail = self.log(name).read_text(errors="replace")[-3000:]
-                    raise RuntimeError(f"{name} exited with {proc.returncode} while waiting for {what}:\n{tail}")
+                    raise RuntimeError(
+                        f"{name} exited with {proc.returncode} while waiting for {what}:\n{tail}"
+                    )
             with contextlib.suppress(Exception):
                 if predicate():
                     return
@@ -311,9 +432,10 @@ class LocalCluster:
         import urllib.request
 
         ctx = ssl.create_default_context(cafile=str(self.ca_file))
-        req = urllib.request.Request(f"{self.server}/readyz",
-                                     headers={"Authorization": f"Bearer {self.admin_token}"})
-        with urllib.request.urlopen(req, context=ctx, timeout=2) as resp:  # noqa: S310
+        req = urllib.request.Request(
+            f"{self.server}/readyz", headers={"Authorization": f"Bearer {self.admin_token}"}
+        )
+        with urllib.request.urlopen(req, context=ctx, timeout=2) as resp:
             return bool(resp.status == 200)
 
     @staticmethod

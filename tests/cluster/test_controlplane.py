@@ -48,61 +48,91 @@ def test_job_pod_succeeds_by_default(namespace, core_v1, batch_v1):
     batch_v1.create_namespaced_job(namespace, job("ok"))
     pod = wait_for(
         lambda: (p := only_pod(core_v1, namespace, "ok")) and p.status.phase == "Succeeded" and p,
-        timeout=60, message="pod Succeeded",
+        timeout=60,
+        message="pod Succeeded",
     )
     assert pod.spec.node_name.startswith("kwok-node-")
     assert pod.status.container_statuses[0].state.terminated.exit_code == 0
-    wait_for(lambda: (batch_v1.read_namespaced_job(name="ok", namespace=namespace).status.succeeded or 0) == 1,
-             timeout=60, message="Job succeeded")
+    wait_for(
+        lambda: (
+            (batch_v1.read_namespaced_job(name="ok", namespace=namespace).status.succeeded or 0)
+            == 1
+        ),
+        timeout=60,
+        message="Job succeeded",
+    )
 
 
 def test_job_pod_fails_with_chosen_exit_code_and_message(namespace, core_v1, batch_v1):
     message = json.dumps({"ok": False, "error": "source answered 404", "kind": "permanent"})
-    batch_v1.create_namespaced_job(namespace, job("bad", {
-        "audiojob.dev/sim-outcome": "fail",
-        "audiojob.dev/sim-exit-code": "65",
-        "audiojob.dev/sim-reason": "Error",
-        "audiojob.dev/sim-message": message,
-    }))
+    batch_v1.create_namespaced_job(
+        namespace,
+        job(
+            "bad",
+            {
+                "audiojob.dev/sim-outcome": "fail",
+                "audiojob.dev/sim-exit-code": "65",
+                "audiojob.dev/sim-reason": "Error",
+                "audiojob.dev/sim-message": message,
+            },
+        ),
+    )
     pod = wait_for(
         lambda: (p := only_pod(core_v1, namespace, "bad")) and p.status.phase == "Failed" and p,
-        timeout=60, message="pod Failed",
+        timeout=60,
+        message="pod Failed",
     )
     terminated = pod.status.container_statuses[0].state.terminated
     assert (terminated.exit_code, terminated.reason, terminated.message) == (65, "Error", message)
-    wait_for(lambda: any(c.type == "Failed" and c.status == "True"
-                         for c in batch_v1.read_namespaced_job("bad", namespace).status.conditions or []),
-             timeout=60, message="Job Failed condition")
+    wait_for(
+        lambda: any(
+            c.type == "Failed" and c.status == "True"
+            for c in batch_v1.read_namespaced_job("bad", namespace).status.conditions or []
+        ),
+        timeout=60,
+        message="Job Failed condition",
+    )
 
 
 def test_pod_runs_for_the_given_time(namespace, core_v1, batch_v1):
     batch_v1.create_namespaced_job(namespace, job("slow", {"audiojob.dev/sim-duration": "3s"}))
     running = wait_for(
         lambda: (p := only_pod(core_v1, namespace, "slow")) and p.status.phase == "Running" and p,
-        timeout=60, message="pod Running",
+        timeout=60,
+        message="pod Running",
     )
     started = running.status.container_statuses[0].state.running.started_at
     done = wait_for(
         lambda: (p := only_pod(core_v1, namespace, "slow")) and p.status.phase == "Succeeded" and p,
-        timeout=60, message="pod Succeeded",
+        timeout=60,
+        message="pod Succeeded",
     )
     finished = done.status.container_statuses[0].state.terminated.finished_at
     assert (finished - started).total_seconds() >= 2.5
 
 
 def test_waiting_pod_reports_reason(namespace, core_v1, batch_v1):
-    batch_v1.create_namespaced_job(namespace, job("pull", {
-        "audiojob.dev/sim-outcome": "waiting",
-        "audiojob.dev/sim-reason": "ImagePullBackOff",
-        "audiojob.dev/sim-message": "Back-off pulling image",
-    }))
+    batch_v1.create_namespaced_job(
+        namespace,
+        job(
+            "pull",
+            {
+                "audiojob.dev/sim-outcome": "waiting",
+                "audiojob.dev/sim-reason": "ImagePullBackOff",
+                "audiojob.dev/sim-message": "Back-off pulling image",
+            },
+        ),
+    )
     waiting = wait_for(
-        lambda: (p := only_pod(core_v1, namespace, "pull"))
-        and p.status.container_statuses
-        and p.status.container_statuses[0].state.waiting
-        and p.status.container_statuses[0].state.waiting.reason == "ImagePullBackOff"
-        and p.status.container_statuses[0].state.waiting,
-        timeout=60, message="ImagePullBackOff",
+        lambda: (
+            (p := only_pod(core_v1, namespace, "pull"))
+            and p.status.container_statuses
+            and p.status.container_statuses[0].state.waiting
+            and p.status.container_statuses[0].state.waiting.reason == "ImagePullBackOff"
+            and p.status.container_statuses[0].state.waiting
+        ),
+        timeout=60,
+        message="ImagePullBackOff",
     )
     assert waiting.message == "Back-off pulling image"
     assert only_pod(core_v1, namespace, "pull").status.phase == "Pending"
@@ -112,7 +142,8 @@ def test_hanging_pod_is_deleted_after_its_grace_period(namespace, core_v1, batch
     batch_v1.create_namespaced_job(namespace, job("hang", {"audiojob.dev/sim-outcome": "hang"}))
     pod = wait_for(
         lambda: (p := only_pod(core_v1, namespace, "hang")) and p.status.phase == "Running" and p,
-        timeout=60, message="pod Running",
+        timeout=60,
+        message="pod Running",
     )
     core_v1.delete_namespaced_pod(pod.metadata.name, namespace, grace_period_seconds=3)
     # The simulated runner ignores SIGTERM: the pod must still be there, terminating, until
@@ -136,17 +167,24 @@ def test_hanging_pod_is_deleted_after_its_grace_period(namespace, core_v1, batch
 
 
 def test_pod_that_exits_on_sigterm_goes_before_the_grace_period(namespace, core_v1, batch_v1):
-    batch_v1.create_namespaced_job(namespace, job("polite", {
-        "audiojob.dev/sim-outcome": "hang", "audiojob.dev/sim-term-delay": "200ms"}))
+    batch_v1.create_namespaced_job(
+        namespace,
+        job("polite", {"audiojob.dev/sim-outcome": "hang", "audiojob.dev/sim-term-delay": "200ms"}),
+    )
     pod = wait_for(
         lambda: (p := only_pod(core_v1, namespace, "polite")) and p.status.phase == "Running" and p,
-        timeout=60, message="pod Running",
+        timeout=60,
+        message="pod Running",
     )
     core_v1.delete_namespaced_pod(pod.metadata.name, namespace, grace_period_seconds=120)
     terminated = wait_for(
-        lambda: (p := core_v1.read_namespaced_pod(pod.metadata.name, namespace))
-        and p.status.phase == "Failed" and p.status.container_statuses[0].state.terminated,
-        timeout=60, message="pod terminated by SIGTERM",
+        lambda: (
+            (p := core_v1.read_namespaced_pod(pod.metadata.name, namespace))
+            and p.status.phase == "Failed"
+            and p.status.container_statuses[0].state.terminated
+        ),
+        timeout=60,
+        message="pod terminated by SIGTERM",
     )
     assert terminated.exit_code == 143
 
@@ -168,34 +206,52 @@ def test_rbac_denies_a_service_account_without_rights(cluster, namespace, core_v
 def test_validating_admission_policy_with_cel_rejects(cluster, namespace, api, core_v1):
     policy_name = f"no-forbidden-{namespace}"
     adm = kubernetes.client.AdmissionregistrationV1Api(api)
-    adm.create_validating_admission_policy({
-        "metadata": {"name": policy_name},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{
-                "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
-                "resources": ["configmaps"]}]},
-            "validations": [{
-                "expression": "!has(object.data) || !('forbidden' in object.data)",
-                "message": "configmaps may not carry a 'forbidden' key",
-            }],
-        },
-    })
-    adm.create_validating_admission_policy_binding({
-        "metadata": {"name": policy_name},
-        "spec": {
-            "policyName": policy_name,
-            "validationActions": ["Deny"],
-            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}},
-        },
-    })
+    adm.create_validating_admission_policy(
+        {
+            "metadata": {"name": policy_name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": [""],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE", "UPDATE"],
+                            "resources": ["configmaps"],
+                        }
+                    ]
+                },
+                "validations": [
+                    {
+                        "expression": "!has(object.data) || !('forbidden' in object.data)",
+                        "message": "configmaps may not carry a 'forbidden' key",
+                    }
+                ],
+            },
+        }
+    )
+    adm.create_validating_admission_policy_binding(
+        {
+            "metadata": {"name": policy_name},
+            "spec": {
+                "policyName": policy_name,
+                "validationActions": ["Deny"],
+                "matchResources": {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+                },
+            },
+        }
+    )
     try:
-        core_v1.create_namespaced_config_map(namespace, {"metadata": {"name": "fine"}, "data": {"ok": "1"}})
+        core_v1.create_namespaced_config_map(
+            namespace, {"metadata": {"name": "fine"}, "data": {"ok": "1"}}
+        )
 
         def rejected() -> bool:
             try:
                 core_v1.create_namespaced_config_map(
-                    namespace, {"metadata": {"generateName": "bad-"}, "data": {"forbidden": "1"}})
+                    namespace, {"metadata": {"generateName": "bad-"}, "data": {"forbidden": "1"}}
+                )
             except ApiException as e:
                 assert e.status == 422, e.body
                 assert "configmaps may not carry a 'forbidden' key" in e.body
@@ -211,17 +267,42 @@ def test_validating_admission_policy_with_cel_rejects(cluster, namespace, api, c
 
 def test_helm_install_of_a_tiny_chart(cluster, namespace, core_v1):
     result = subprocess.run(
-        [str(binary("helm")), "install", "demo", str(HERE / "testdata" / "tiny-chart"),
-         "--namespace", namespace, "--kubeconfig", str(cluster.kubeconfig),
-         "--set", "greeting=hi", "--wait", "--timeout", "60s"],
-        capture_output=True, text=True, check=False,
+        [
+            str(binary("helm")),
+            "install",
+            "demo",
+            str(HERE / "testdata" / "tiny-chart"),
+            "--namespace",
+            namespace,
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--set",
+            "greeting=hi",
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     cm = core_v1.read_namespaced_config_map("demo-tiny", namespace)
     assert cm.data == {"greeting": "hi"}
     listed = subprocess.run(
-        [str(binary("helm")), "list", "-n", namespace, "--kubeconfig", str(cluster.kubeconfig), "-o", "json"],
-        capture_output=True, text=True, check=True,
+        [
+            str(binary("helm")),
+            "list",
+            "-n",
+            namespace,
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert [r["status"] for r in json.loads(listed.stdout)] == ["deployed"]
 

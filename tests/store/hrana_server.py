@@ -297,7 +297,7 @@ class HranaServer:
     def _authorized(self, request: web.Request) -> bool:
         return self.token is None or request.headers.get("authorization") == f"Bearer {self.token}"
 
-    async def _http(  # noqa: PLR0911  # one exit per injected fault
+    async def _http(  # one exit per injected fault
         self, request: web.Request, kind: str
     ) -> web.StreamResponse:
         transport = request.transport
@@ -436,7 +436,7 @@ class HranaServer:
         if http.transport is not None:
             http.transport.abort()  # type: ignore[attr-defined]
 
-    def _ws_handle(  # noqa: PLR0911  # one return per Hrana request type
+    def _ws_handle(  # one return per Hrana request type
         self,
         req: dict[str, Any],
         streams: dict[int, sqlite3.Connection],
