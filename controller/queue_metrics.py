@@ -1,0 +1,154 @@
+"""Queue-metrics: a tiny HTTP service that tells KEDA how much work the job table holds.
+
+`python -m controller.queue_metrics` serves, on AUDIOJOB_QUEUE_METRICS_PORT (default 8081):
+
+- `GET /queue`: `{"pending": N, "inflight": M, "total": N + M}` for KEDA's metrics-api scaler,
+  which reads `total` so the controller stays up while rows are pending *or* in flight;
+- `GET /metrics`: Prometheus gauges `audiojob_queue_pending` and `audiojob_queue_inflight`;
+- `GET /healthz`: 200 while the process serves (it does not touch the database).
+
+Counts come from the index-only `JobStore.counts()` and are cached for `CACHE_SECONDS`, so a
+scaler polling every few seconds costs at most one query per window. A database error answers
+503 with a JSON `error` sentence; KEDA then counts a failure and applies its `fallback`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+
+from controller.settings import DbSettings, load_settings
+from controller.store import JobStore, QueueCounts, RetryPolicy, StoreError
+
+log = logging.getLogger("audiojob.queue_metrics")
+
+DEFAULT_PORT = 8081
+CACHE_SECONDS = 2.0
+"""How long one count answers for, in seconds; KEDA polls every 30 s by default."""
+
+# A short budget: KEDA's request times out, and a stale answer is worse than a 503.
+QUERY_RETRY = RetryPolicy(attempts=2, base_seconds=0.1, cap_seconds=0.5)
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    counts: QueueCounts
+    at: float
+
+
+class QueueCounter:
+    """Opens the store on first use (and again after a failed open), caches counts briefly."""
+
+    def __init__(self, db: DbSettings, *, cache_seconds: float = CACHE_SECONDS) -> None:
+        self._db = db
+        self._cache_seconds = cache_seconds
+        self._store: JobStore | None = None
+        self._cached: _Cached | None = None
+        self._lock = asyncio.Lock()
+
+    async def counts(self) -> QueueCounts:
+        """Fresh-enough counts, or StoreError with a sentence saying what failed."""
+        async with self._lock:
+            now = time.monotonic()
+            if self._cached and now - self._cached.at < self._cache_seconds:
+                return self._cached.counts
+            if self._store is None:
+                self._store = await JobStore.open(self._db, retry=QUERY_RETRY)
+            counts = await self._store.counts()
+            self._cached = _Cached(counts, time.monotonic())
+            return counts
+
+    async def close(self) -> None:
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+
+
+COUNTER_KEY = web.AppKey("counter", QueueCounter)
+REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
+PENDING_KEY = web.AppKey("pending", Gauge)
+INFLIGHT_KEY = web.AppKey("inflight", Gauge)
+
+
+def _error(e: StoreError) -> web.Response:
+    return web.json_response(
+        {"error": f"cannot count the job queue: {e}"},
+        status=503,
+    )
+
+
+async def queue(request: web.Request) -> web.Response:
+    try:
+        c = await request.app[COUNTER_KEY].counts()
+    except StoreError as e:
+        log.warning("queue count failed: %s", e)
+        return _error(e)
+    return web.json_response(
+        {"pending": c.pending, "inflight": c.inflight, "total": c.pending + c.inflight}
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    try:
+        c = await request.app[COUNTER_KEY].counts()
+    except StoreError as e:
+        log.warning("queue count failed: %s", e)
+        return _error(e)
+    request.app[PENDING_KEY].set(c.pending)
+    request.app[INFLIGHT_KEY].set(c.inflight)
+    body = generate_latest(request.app[REGISTRY_KEY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def healthz(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def build_app(counter: QueueCounter) -> web.Application:
+    """The aiohttp application; the counter is closed with the app."""
+    app = web.Application()
+    registry = CollectorRegistry()
+    app[COUNTER_KEY] = counter
+    app[REGISTRY_KEY] = registry
+    app[PENDING_KEY] = Gauge(
+        "audiojob_queue_pending", "Rows waiting to be claimed.", registry=registry
+    )
+    app[INFLIGHT_KEY] = Gauge(
+        "audiojob_queue_inflight",
+        "Rows claimed and not finished (processing, or cancelled with a pod not yet gone).",
+        registry=registry,
+    )
+    app.router.add_get("/queue", queue)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+
+    async def close_counter(app: web.Application) -> None:
+        await app[COUNTER_KEY].close()
+
+    app.on_cleanup.append(close_counter)
+    return app
+
+
+def main() -> None:
+    settings = load_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    port = int(os.environ.get("AUDIOJOB_QUEUE_METRICS_PORT", str(DEFAULT_PORT)))
+    web.run_app(
+        build_app(QueueCounter(settings.db)),
+        host=settings.metrics.host,
+        port=port,
+        print=None,
+    )
+
+
+if __name__ == "__main__":
+    main()
