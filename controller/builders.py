@@ -42,6 +42,8 @@ def build_job(
         {"name": c.ENV_TRACE_ID, "value": trace_id},
         {"name": c.ENV_PAYLOAD, "value": payload_json},
         {"name": c.ENV_OUTPUT, "value": runner.output},
+        # The runner cannot read its pod's grace period; it needs it to time SIGKILL.
+        {"name": "AUDIOJOB_GRACE_SECONDS", "value": str(settings.timeouts.cancel_grace_seconds)},
         {"name": c.ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {
             "name": c.ENV_POD_NAMESPACE,

@@ -1,0 +1,112 @@
+"""kopf handlers: thin. They build clients once, hand watch events to the engine, and close
+everything on the way out. The rules live in controller.lifecycle and controller.engine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from controller.builders import MANAGED_SELECTOR  # noqa: F401  # documents the watch filter
+from controller.engine import Engine
+from controller.kube import Kube
+from controller.settings import load_settings
+from controller.store import JobStore
+from runner import contract as c
+
+log = logging.getLogger("audiojob.handlers")
+MANAGED = {c.LABEL_MANAGED_BY: c.LABEL_MANAGED_BY_VALUE}
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Our names, never kopf's defaults (kopf.zalando.org), on anything kopf might write.
+    settings.persistence.finalizer = "audiojob.dev/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="audiojob.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="audiojob.dev", key="last-handled-configuration"
+    )
+    # Recycle watches regularly so a silently dead connection cannot stall us for long.
+    settings.watching.server_timeout = 5 * 60
+    settings.watching.client_timeout = 5 * 60 + 30
+    settings.watching.connect_timeout = 30
+    # We post our own, deliberate Events on Jobs; kopf's per-handler Events would be noise.
+    settings.posting.enabled = False
+    # Outages of the API server are retried with backoff, never fatal.
+    settings.networking.error_backoffs = [1, 2, 5, 10, 20, 30]
+
+    config = load_settings()
+    store = await JobStore.open(config.db)
+    kube = Kube.connect(config.kube.namespace)
+    engine = Engine(settings=config, store=store, kube=kube)
+    await engine.start()
+    memo.engine = engine
+    memo.engine_task = asyncio.create_task(engine.run(), name="audiojob-engine")
+    memo.http = await _serve_http(engine, config.metrics.host, config.metrics.port)
+    log.info(
+        "controller started",
+        extra={"worker_id": engine.worker_id, "namespace": config.kube.namespace},
+    )
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    engine: Engine | None = memo.get("engine")
+    if engine is None:
+        return
+    await engine.shutdown()
+    task: asyncio.Task[None] = memo.engine_task
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    await memo.http.cleanup()
+    await engine.store.close()
+    engine.kube.close()
+    log.info("controller stopped; running Jobs keep running for the next controller")
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
+async def job_event(memo: kopf.Memo, **_: Any) -> None:
+    if (engine := memo.get("engine")) is not None:
+        engine.poke()
+
+
+@kopf.on.event("", "v1", "pods", labels=MANAGED)
+async def pod_event(memo: kopf.Memo, **_: Any) -> None:
+    if (engine := memo.get("engine")) is not None:
+        engine.poke()
+
+
+async def _serve_http(engine: Engine, host: str, port: int) -> web.AppRunner:
+    async def metrics(_: web.Request) -> web.Response:
+        try:
+            await engine.count_queue()
+        except Exception as e:  # metrics must answer even when the DB is away
+            log.debug("queue count failed: %s", e)
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        # Alive while the engine task runs; a DB outage is not a reason to restart us.
+        task_ok = not engine.stopping
+        return web.json_response(engine.health(), status=200 if task_ok else 503)
+
+    async def readyz(_: web.Request) -> web.Response:
+        return web.json_response(engine.health(), status=200 if engine.ready else 503)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0][1] if runner.addresses else port
+    log.info("serving /metrics, /healthz, /readyz", extra={"port": bound})
+    return runner

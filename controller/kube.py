@@ -1,0 +1,158 @@
+"""The few Kubernetes calls the engine makes, as plain-dict async functions.
+
+The official client is synchronous; every call runs in a worker thread so kopf's event loop
+never blocks on the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import kubernetes
+from kubernetes.client import ApiException
+
+from controller.builders import MANAGED_SELECTOR
+
+
+class KubeError(Exception):
+    """An API call failed; `transient` tells whether trying again later can help."""
+
+    def __init__(self, message: str, *, transient: bool, status: int | None = None) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.status = status
+
+
+def _wrap(e: Exception, what: str) -> KubeError:
+    if isinstance(e, ApiException):
+        transient = e.status is None or e.status >= 500 or e.status in (408, 429)
+        reason = e.reason or ""
+        return KubeError(
+            f"{what}: HTTP {e.status} {reason}".strip(), transient=transient, status=e.status
+        )
+    return KubeError(f"{what}: {e}", transient=True)
+
+
+class Kube:
+    def __init__(self, api: kubernetes.client.ApiClient, namespace: str) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.batch = kubernetes.client.BatchV1Api(api)
+        self.core = kubernetes.client.CoreV1Api(api)
+
+    @classmethod
+    def connect(cls, namespace: str) -> Kube:
+        try:
+            kubernetes.config.load_incluster_config()
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config()
+        return cls(kubernetes.client.ApiClient(), namespace)
+
+    def close(self) -> None:
+        self.api.close()
+
+    async def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args, _request_timeout=30, **kwargs)
+        except (ApiException, OSError, kubernetes.client.exceptions.OpenApiException) as e:
+            raise _wrap(e, what) from None
+        except Exception as e:  # urllib3 errors when the API server is away
+            raise _wrap(e, what) from None
+
+    async def list_jobs(self) -> list[dict[str, Any]]:
+        resp = await self._call(
+            "list Jobs",
+            self.batch.list_namespaced_job,
+            self.namespace,
+            label_selector=MANAGED_SELECTOR,
+        )
+        return [self.api.sanitize_for_serialization(j) for j in resp.items]
+
+    async def list_pods(self) -> list[dict[str, Any]]:
+        resp = await self._call(
+            "list pods",
+            self.core.list_namespaced_pod,
+            self.namespace,
+            label_selector=MANAGED_SELECTOR,
+        )
+        return [self.api.sanitize_for_serialization(p) for p in resp.items]
+
+    async def create_job(self, body: dict[str, Any]) -> bool:
+        """True when created now, False when it already existed (a re-create after a crash)."""
+        try:
+            await self._call("create Job", self.batch.create_namespaced_job, self.namespace, body)
+        except KubeError as e:
+            if e.status == 409:
+                return False
+            raise
+        return True
+
+    async def delete_job(self, name: str, grace_seconds: int | None = None) -> None:
+        """Delete a Job and (in the background) its pods, which get `grace_seconds` to stop."""
+        body = {"propagationPolicy": "Background"}
+        if grace_seconds is not None:
+            body["gracePeriodSeconds"] = grace_seconds  # type: ignore[assignment]
+        try:
+            await self._call(
+                f"delete Job {name}",
+                self.batch.delete_namespaced_job,
+                name,
+                self.namespace,
+                body=body,
+            )
+        except KubeError as e:
+            if e.status != 404:
+                raise
+
+    async def delete_pod(self, name: str, grace_seconds: int) -> None:
+        try:
+            await self._call(
+                f"delete pod {name}",
+                self.core.delete_namespaced_pod,
+                name,
+                self.namespace,
+                grace_period_seconds=grace_seconds,
+            )
+        except KubeError as e:
+            if e.status != 404:
+                raise
+
+    async def set_job_ttl(self, name: str, seconds: int) -> None:
+        try:
+            await self._call(
+                f"patch Job {name}",
+                self.batch.patch_namespaced_job,
+                name,
+                self.namespace,
+                {"spec": {"ttlSecondsAfterFinished": seconds}},
+            )
+        except KubeError as e:
+            if e.status != 404:
+                raise
+
+    async def event(
+        self, job_name: str, uid: str | None, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        """A Kubernetes Event on the Job, for `kubectl describe job`."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        body = {
+            "metadata": {"name": f"{job_name}.{uuid.uuid4().hex[:12]}"},
+            "involvedObject": {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "name": job_name,
+                "namespace": self.namespace,
+                "uid": uid,
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": "audiojob-operator"},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self._call("create Event", self.core.create_namespaced_event, self.namespace, body)

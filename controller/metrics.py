@@ -1,0 +1,29 @@
+"""Prometheus metrics, named like KEDA's: one `audiojob_` prefix, `_total` on counters,
+units in names."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from controller import __version__
+
+BUILD_INFO = Gauge("audiojob_build_info", "Build information", ["version"])
+BUILD_INFO.labels(version=__version__).set(1)
+CLAIMS = Counter("audiojob_claims_total", "Rows claimed from the job table")
+REJECTED = Counter("audiojob_rejected_total", "Claimed rows failed at once for bad type/payload")
+OUTCOMES = Counter("audiojob_outcomes_total", "Outcomes recorded in the job table", ["outcome"])
+QUEUE = Gauge("audiojob_queue_rows", "Rows by state, as last counted", ["state"])
+RUNNING = Gauge("audiojob_running_jobs", "Attempts this controller is watching")
+CLAIM_TO_JOB = Histogram(
+    "audiojob_claim_to_job_seconds",
+    "From claiming a row to its Job created",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+CANCEL_LATENCY = Histogram(
+    "audiojob_cancel_seconds",
+    "From noticing a cancelled row to its pod confirmed gone",
+    buckets=(0.5, 1, 2, 5, 10, 30, 60, 120),
+)
+DB_ERRORS = Counter("audiojob_db_errors_total", "Database calls that failed after retries")
+API_ERRORS = Counter("audiojob_api_errors_total", "Kubernetes API calls that failed")
+CYCLES = Counter("audiojob_cycles_total", "Engine cycles run")
