@@ -17,6 +17,7 @@ Every write is safe to repeat: deterministic Job names, fenced conditional UPDAT
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -129,10 +130,12 @@ class Engine:
                 log.exception("unexpected error in the engine cycle")
                 delay = self.settings.claim.poll_interval_seconds
             self.wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=delay)
-            except TimeoutError:
-                pass
+
+    @property
+    def grace(self) -> int:
+        return self.settings.timeouts.cancel_grace_seconds
 
     def poke(self) -> None:
         """A watch event arrived: run the next cycle now."""
@@ -211,18 +214,18 @@ class Engine:
 
     # -- reconcile: adopt, clean up -----------------------------------------------------
     async def _reconcile(self) -> None:
-        rows = await self.store.processing()
-        for row in rows:
-            if row.job_id not in self.running and row.job_id not in self.owed:
-                self.running[row.job_id] = self._attempt_from_row(row)
-                log.info("adopted running job", extra=self.running[row.job_id].fields())
+        for processing in await self.store.processing():
+            jid = processing.job_id
+            if jid not in self.running and jid not in self.owed:
+                self.running[jid] = self._attempt_from_row(processing)
+                log.info("adopted running job", extra=self.running[jid].fields())
         known = set(self.running) | set(self.owed) | set(self.cancelling)
         in_cluster = self._job_ids_in_cluster()
         strangers = [jid for jid in in_cluster if jid not in known]
         if strangers:
             found = await self.store.get_many(strangers)
             for jid in strangers:
-                row = found.get(jid)
+                row: JobRow | None = found.get(jid)
                 for name in in_cluster[jid]:
                     job = self._jobs[name]
                     if JobView.from_body(job).finished or job["metadata"].get("deletionTimestamp"):
@@ -259,6 +262,7 @@ class Engine:
         for job_id, owed in list(self.owed.items()):
             a = owed.attempt
             o = owed.outcome
+            res: str
             if isinstance(o, Complete):
                 res = await self.store.complete(a.job_id, a.attempt, o.result)
                 label = "complete"
@@ -347,7 +351,7 @@ class Engine:
             elif isinstance(decision, Kill):
                 log.info("deleting pod: %s", decision.then.error, extra=a.fields())
                 a.kill_then = decision.then
-                await self.kube.delete_job(a.name, self.settings.timeouts.cancel_grace_seconds)
+                await self.kube.delete_job(a.name, self.grace)
                 beats.append(Beat(job_id, a.attempt))
             elif isinstance(decision, Complete | Fail | Retry):
                 if (
@@ -420,7 +424,7 @@ class Engine:
                     row.status if row else "missing",
                     extra=a.fields(),
                 )
-            await self.kube.delete_job(a.name, self.settings.timeouts.cancel_grace_seconds)
+            await self.kube.delete_job(a.name, self.grace)
 
     # -- 5. cancellations ---------------------------------------------------------------
     async def _finish_cancellations(self) -> None:
@@ -432,7 +436,7 @@ class Engine:
             if names or pods:
                 for n in names:
                     if not self._jobs[n]["metadata"].get("deletionTimestamp"):
-                        await self.kube.delete_job(n, self.settings.timeouts.cancel_grace_seconds)
+                        await self.kube.delete_job(n, self.grace)
                 self.cancelling.setdefault(row.job_id, (row.trace_id or "", now_ms()))
                 continue
             # Pod confirmed gone (or there never was one): now the row can say so.

@@ -4,6 +4,7 @@ everything on the way out. The rules live in controller.lifecycle and controller
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -61,10 +62,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await engine.shutdown()
     task: asyncio.Task[None] = memo.engine_task
     task.cancel()
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await task
-    except asyncio.CancelledError:
-        pass
     await memo.http.cleanup()
     await engine.store.close()
     engine.kube.close()

@@ -46,13 +46,13 @@ class Kube:
     @classmethod
     def connect(cls, namespace: str) -> Kube:
         try:
-            kubernetes.config.load_incluster_config()
+            kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
         except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config()
+            kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
         return cls(kubernetes.client.ApiClient(), namespace)
 
     def close(self) -> None:
-        self.api.close()
+        self.api.close()  # type: ignore[no-untyped-call]
 
     async def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -62,6 +62,10 @@ class Kube:
         except Exception as e:  # urllib3 errors when the API server is away
             raise _wrap(e, what) from None
 
+    def _plain(self, obj: Any) -> dict[str, Any]:
+        plain: dict[str, Any] = self.api.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
+        return plain
+
     async def list_jobs(self) -> list[dict[str, Any]]:
         resp = await self._call(
             "list Jobs",
@@ -69,7 +73,7 @@ class Kube:
             self.namespace,
             label_selector=MANAGED_SELECTOR,
         )
-        return [self.api.sanitize_for_serialization(j) for j in resp.items]
+        return [self._plain(j) for j in resp.items]
 
     async def list_pods(self) -> list[dict[str, Any]]:
         resp = await self._call(
@@ -78,7 +82,7 @@ class Kube:
             self.namespace,
             label_selector=MANAGED_SELECTOR,
         )
-        return [self.api.sanitize_for_serialization(p) for p in resp.items]
+        return [self._plain(p) for p in resp.items]
 
     async def create_job(self, body: dict[str, Any]) -> bool:
         """True when created now, False when it already existed (a re-create after a crash)."""

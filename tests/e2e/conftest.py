@@ -35,22 +35,33 @@ class Controller:
 
     def start(self, **extra_env: str) -> None:
         self.port = free_port()
-        env = os.environ | {
-            "KUBECONFIG": str(self.cluster.kubeconfig),
-            "TURSO_DATABASE_URL": f"file:{self.db_path}",
-            "AUDIOJOB_KUBE__NAMESPACE": self.namespace,
-            "AUDIOJOB_METRICS__PORT": str(self.port),
-            "AUDIOJOB_METRICS__HOST": "127.0.0.1",
-            "AUDIOJOB_CLAIM__POLL_INTERVAL_SECONDS": "0.5",
-            "AUDIOJOB_CLAIM__HEARTBEAT_INTERVAL_SECONDS": "0.5",
-            "AUDIOJOB_RUNNER__SERVICE_ACCOUNT": "default",
-            "AUDIOJOB_TIMEOUTS__CANCEL_GRACE_SECONDS": "2",
-            "AUDIOJOB_TIMEOUTS__RETRY_BACKOFF_SECONDS": "0",
-            "PYTHONPATH": str(ROOT),
-        } | self.env | extra_env
+        env = (
+            os.environ
+            | {
+                "KUBECONFIG": str(self.cluster.kubeconfig),
+                "TURSO_DATABASE_URL": f"file:{self.db_path}",
+                "AUDIOJOB_KUBE__NAMESPACE": self.namespace,
+                "AUDIOJOB_METRICS__PORT": str(self.port),
+                "AUDIOJOB_METRICS__HOST": "127.0.0.1",
+                "AUDIOJOB_CLAIM__POLL_INTERVAL_SECONDS": "0.5",
+                "AUDIOJOB_CLAIM__HEARTBEAT_INTERVAL_SECONDS": "0.5",
+                "AUDIOJOB_RUNNER__SERVICE_ACCOUNT": "default",
+                "AUDIOJOB_TIMEOUTS__CANCEL_GRACE_SECONDS": "2",
+                "AUDIOJOB_TIMEOUTS__RETRY_BACKOFF_SECONDS": "0",
+                "PYTHONPATH": str(ROOT),
+            }
+            | self.env
+            | extra_env
+        )
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "controller"], env=env, stdout=log,
-                                     stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "controller"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
@@ -100,9 +111,14 @@ class Rows:
 
     def wait_status(self, job_id: str, *statuses: str, timeout: float = 60) -> JobRow:
         return wait_for(
-            lambda: (r := self.get(job_id)) and r.status in statuses
-            and (r.status != "cancelled" or r.finished_at is not None) and r,
-            timeout=timeout, message=f"{job_id} to become {'/'.join(statuses)}",
+            lambda: (
+                (r := self.get(job_id))
+                and r.status in statuses
+                and (r.status != "cancelled" or r.finished_at is not None)
+                and r
+            ),
+            timeout=timeout,
+            message=f"{job_id} to become {'/'.join(statuses)}",
         )
 
 
@@ -112,7 +128,9 @@ def rows(tmp_path: Path) -> Rows:
 
 
 @pytest.fixture
-def controller(cluster: LocalCluster, namespace: str, tmp_path: Path, rows: Rows) -> Iterator[Controller]:
+def controller(
+    cluster: LocalCluster, namespace: str, tmp_path: Path, rows: Rows
+) -> Iterator[Controller]:
     ctl = Controller(cluster, namespace, tmp_path / "jobs.db", tmp_path / "controller.log")
     yield ctl
     if ctl.proc is not None:
