@@ -73,11 +73,14 @@ async def demo(db: DbSettings, kubectl: list[str]) -> None:
                     f"  {job_id:22} {r.type:8} {r.status:10} attempt={r.attempt} "
                     f"stage={r.stage or '-':12} {detail[:70]}"
                 )
-            pods = subprocess.run(
-                [*kubectl, "get", "pods", "-n", NAMESPACE, "--no-headers"],
-                capture_output=True,
-                text=True,
-                check=False,
+            pods = (
+                await asyncio.to_thread(
+                    subprocess.run,
+                    [*kubectl, "get", "pods", "-n", NAMESPACE, "--no-headers"],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
             ).stdout
             print("kubectl get pods (simulated by kwok):")
             print("".join(f"  {line}\n" for line in pods.splitlines()) or "  (none)\n")
