@@ -184,6 +184,7 @@ class LocalCluster:
     nodes: int = 3
     startup_timeout: float = 180.0
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    argvs: dict[str, list[str]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     admin_token: str = ""
     _owns_state_dir: bool = False
@@ -376,6 +377,14 @@ class LocalCluster:
         if self.state_dir is not None and self.state_dir.exists():
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
+    def restart_apiserver(self, down_seconds: float = 0.0) -> None:
+        """Stop kube-apiserver (SIGTERM, then SIGKILL), stay down `down_seconds`, start it again
+        with the same arguments and return once /readyz answers. etcd keeps every object."""
+        _terminate(self.procs.pop("kube-apiserver"))
+        time.sleep(down_seconds)
+        self._spawn("kube-apiserver", self.argvs["kube-apiserver"])
+        self._wait(self._apiserver_ready, "kube-apiserver /readyz after restart")
+
     # -- clients ----------------------------------------------------------------
     def api_client(self) -> kubernetes.client.ApiClient:
         return kubernetes.config.new_client_from_config(str(self.kubeconfig))
@@ -393,6 +402,7 @@ class LocalCluster:
 
     # -- internals --------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str]) -> None:
+        self.argvs[name] = list(argv)
         log = self.log(name).open("ab")
         # Own process group, so stop() can take the whole tree down with one signal.
         self.procs[name] = subprocess.Popen(
