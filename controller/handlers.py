@@ -12,7 +12,6 @@ import kopf
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from controller.builders import MANAGED_SELECTOR  # noqa: F401  # documents the watch filter
 from controller.engine import Engine
 from controller.kube import Kube
 from controller.settings import load_settings

@@ -8,7 +8,7 @@ carries decisions out.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -242,7 +242,6 @@ class Progress:
     last_progress: int | None = None
     last_progress_change_ms: int | None = None
     first_seen_running_ms: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def timeout_message(clocks: Clocks) -> str:
