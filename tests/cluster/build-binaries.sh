@@ -11,11 +11,32 @@ K8S_VERSION=v1.34.4
 ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.21.4
+# CRDs only (the chart's ScaledObject and ServiceMonitor are validated against them).
+KEDA_VERSION=v2.21.0
+PROMETHEUS_OPERATOR_VERSION=v0.85.0
 
 CACHE=${AUDIOJOB_CACHE:-$HOME/.cache/audiojob-operator}
 BIN=$CACHE/bin
 K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 ALL_BINS=("${K8S_BINS[@]}" etcd kwok helm)
+
+# Real CRDs from the Go module proxy, for server-side validation of what the chart renders.
+fetch_crds() {
+  local crds=$CACHE/crds
+  [[ -f $crds/.version && "$(cat "$crds/.version")" == "$KEDA_VERSION $PROMETHEUS_OPERATOR_VERSION" ]] && return
+  local t0=$SECONDS keda prom
+  echo "==> CRDs: KEDA $KEDA_VERSION, prometheus-operator $PROMETHEUS_OPERATOR_VERSION"
+  keda=$(GOTOOLCHAIN=local GOFLAGS= go mod download -json "github.com/kedacore/keda/v2@$KEDA_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  prom=$(GOTOOLCHAIN=local GOFLAGS= go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  rm -rf "$crds" && mkdir -p "$crds"
+  cp "$keda"/config/crd/bases/keda.sh_*.yaml "$crds/"
+  cp "$prom/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" "$crds/"
+  chmod u+w "$crds"/*.yaml
+  echo "$KEDA_VERSION $PROMETHEUS_OPERATOR_VERSION" > "$crds/.version"
+  echo "    CRDs took $((SECONDS - t0))s"
+}
+mkdir -p "$CACHE"
+fetch_crds
 
 if [[ -n ${AUDIOJOB_TEST_ASSETS:-} ]]; then
   for b in "${ALL_BINS[@]}"; do
