@@ -50,6 +50,7 @@ from controller.store import Beat, JobRow, JobStore, StoreError
 from runner import contract as c
 
 log = logging.getLogger("audiojob.engine")
+SHUTDOWN_FLUSH_SECONDS = 10.0
 
 
 def now_ms() -> int:
@@ -70,6 +71,7 @@ class Attempt:
     memory: Progress = field(default_factory=Progress)
     kill_then: Fail | Retry | None = None
     recorded_start: bool = False
+    k8s_job_recorded: bool = True
 
     @property
     def name(self) -> str:
@@ -149,8 +151,10 @@ class Engine:
         self.stopping = True
         self.wake.set()
         try:
-            await self._flush_owed()
-        except (StoreError, KubeError) as e:
+            # Bounded: with the database away, exiting beats hanging; the outcomes are still
+            # in the finished Jobs (no TTL yet) for the next controller to record.
+            await asyncio.wait_for(self._flush_owed(), timeout=SHUTDOWN_FLUSH_SECONDS)
+        except (StoreError, KubeError, TimeoutError) as e:
             log.warning(
                 "could not write every outcome before exit (the next controller will "
                 "re-derive them from the Jobs): %s",
@@ -334,15 +338,10 @@ class Engine:
                 memory=a.memory,
                 job_was_created=a.job_created,
             )
+            if a.job_created and not a.k8s_job_recorded:
+                await self._record_k8s_job(a)
             if pod and not a.recorded_start and pod.phase != "Pending":
-                a.recorded_start = True
-                await self.store.attempt_started(
-                    a.job_id,
-                    a.attempt,
-                    pod=pod.name,
-                    node=pod.node,
-                    started_ms=pod.started_ms or now,
-                )
+                await self._record_start(a, pod, now)
             if isinstance(decision, CreateJob):
                 await self._create_job(a)
                 beats.append(Beat(job_id, a.attempt))
@@ -378,6 +377,24 @@ class Engine:
             reason=(pod.term_reason if pod else None) or type(outcome).__name__.lower(),
         )
 
+    # Bookkeeping writes must not stop the cycle from acting on every other attempt while the
+    # database is away: they are retried on a later cycle instead.
+    async def _record_start(self, a: Attempt, pod: PodView, now: int) -> None:
+        try:
+            await self.store.attempt_started(
+                a.job_id, a.attempt, pod=pod.name, node=pod.node, started_ms=pod.started_ms or now
+            )
+            a.recorded_start = True
+        except StoreError as e:
+            log.warning("could not record the attempt's start yet: %s", e, extra=a.fields())
+
+    async def _record_k8s_job(self, a: Attempt) -> None:
+        try:
+            await self.store.set_k8s_job(a.job_id, a.attempt, a.name)
+            a.k8s_job_recorded = True
+        except StoreError as e:
+            log.warning("could not record the Job name yet: %s", e, extra=a.fields())
+
     async def _create_job(self, a: Attempt) -> None:
         body = build_job(
             job_id=a.job_id,
@@ -396,7 +413,8 @@ class Engine:
             self._owe(a, Fail("permanent", f"Kubernetes refused to create Job {a.name}: {e}"), None)
             return
         a.job_created = True
-        await self.store.set_k8s_job(a.job_id, a.attempt, a.name)
+        a.k8s_job_recorded = False
+        await self._record_k8s_job(a)
         m.CLAIM_TO_JOB.observe(max(0, now_ms() - a.claimed_ms) / 1000)
         log.info("created Job" if created else "Job already existed", extra=a.fields())
 
