@@ -18,7 +18,7 @@ PROMETHEUS_OPERATOR_VERSION=v0.85.0
 CACHE=${AUDIOJOB_CACHE:-$HOME/.cache/audiojob-operator}
 BIN=$CACHE/bin
 K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
-ALL_BINS=("${K8S_BINS[@]}" etcd kwok helm)
+ALL_BINS=("${K8S_BINS[@]}" etcd kwok helm keda-operator)
 
 # Real CRDs from the Go module proxy, for server-side validation of what the chart renders.
 fetch_crds() {
@@ -124,6 +124,22 @@ build_etcd() {
   stamp "$ETCD_VERSION" etcd
 }
 
+build_keda() {
+  # KEDA's go.mod has replace directives (to other module versions), which `go install
+  # pkg@version` refuses; building inside a copy of the module honours them.
+  local src=$CACHE/src/keda-$KEDA_VERSION dir
+  if [[ ! -f $src/go.mod ]]; then
+    dir=$(GOFLAGS= go mod download -json "github.com/kedacore/keda/v2@$KEDA_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+    rm -rf "$src" && cp -r "$dir" "$src" && chmod -R u+w "$src"
+  fi
+  cd "$src"
+  step "go build keda-operator $KEDA_VERSION" env GOFLAGS= go build -trimpath \
+    -ldflags "-s -w -X=github.com/kedacore/keda/v2/version.Version=$KEDA_VERSION" \
+    -o "$BIN/keda-operator.tmp" ./cmd/operator
+  mv "$BIN/keda-operator.tmp" "$BIN/keda-operator"
+  stamp "$KEDA_VERSION" keda-operator
+}
+
 build_go_install() { # NAME MODULE/PATH VERSION LDFLAGS
   local name=$1 pkg=$2 version=$3 ldflags=${4:-}
   step "go install $name $version" env GOBIN="$BIN" go install -trimpath -ldflags "-s -w $ldflags" "$pkg@$version"
@@ -136,4 +152,5 @@ have "$ETCD_VERSION" etcd || build_etcd
 have "$KWOK_VERSION" kwok || build_go_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"
 have "$HELM_VERSION" helm || build_go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
   "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+have "$KEDA_VERSION" keda-operator || build_keda
 echo "binaries ready in $BIN ($((SECONDS - t_all))s)"

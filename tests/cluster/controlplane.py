@@ -43,6 +43,7 @@ BINARIES = (
     "kwok",
     "kubectl",
     "helm",
+    "keda-operator",
 )
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
@@ -58,7 +59,7 @@ def binary(name: str) -> Path:
         raise FileNotFoundError(
             f"{path} is missing: run `make binaries` (or point AUDIOJOB_TEST_ASSETS at a "
             "directory holding etcd, kube-apiserver, kube-controller-manager, kube-scheduler, "
-            "kwok, kubectl and helm)"
+            "kwok, kubectl, helm and keda-operator)"
         )
     return path
 
@@ -69,14 +70,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _openssl(*args: str, cwd: Path) -> None:
+def openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
 def make_pki(pki: Path) -> None:
     """A CA, the apiserver's serving cert, a front-proxy client cert and the SA signing key."""
     pki.mkdir(parents=True, exist_ok=True)
-    _openssl(
+    openssl(
         "req",
         "-x509",
         "-newkey",
@@ -101,7 +102,7 @@ def make_pki(pki: Path) -> None:
         ("front-proxy-client", "front-proxy-client", "extendedKeyUsage=clientAuth\n"),
     ):
         (pki / f"{name}.ext").write_text(ext)
-        _openssl(
+        openssl(
             "req",
             "-newkey",
             "rsa:2048",
@@ -114,7 +115,7 @@ def make_pki(pki: Path) -> None:
             f"/CN={cn}",
             cwd=pki,
         )
-        _openssl(
+        openssl(
             "x509",
             "-req",
             "-in",
@@ -132,8 +133,8 @@ def make_pki(pki: Path) -> None:
             f"{name}.crt",
             cwd=pki,
         )
-    _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
-    _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
+    openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
+    openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
 
 
 def write_kubeconfig(
