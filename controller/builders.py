@@ -97,6 +97,17 @@ def build_job(
         "spec": {
             # The controller owns retries: a failed pod is an outcome, not something to re-run.
             "backoffLimit": 0,
+            # An evicted, preempted or node-lost pod is deleted soon after it fails, often
+            # before the controller sees it; this rule makes the Job's own Failed condition
+            # (which stays) say the pod was disrupted, so the attempt is retried, not failed.
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                    }
+                ]
+            },
             # Kubernetes enforces the run timeout even while the controller is down.
             "activeDeadlineSeconds": settings.timeouts.run_timeout(job_type),
             # No ttlSecondsAfterFinished here: it is set once the outcome is in the row, so a

@@ -146,14 +146,18 @@ class JobView:
     created_ms: int
     deadline_exceeded: bool = False
     failed_message: str = ""
+    disrupted: bool = False
     deleting: bool = False
     finished: bool = False
+    succeeded: bool = False
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> JobView:
         meta = body.get("metadata") or {}
         deadline = False
         finished = False
+        disrupted = False
+        succeeded = False
         message = ""
         for cond in (body.get("status") or {}).get("conditions") or []:
             if cond.get("status") != "True":
@@ -162,15 +166,20 @@ class JobView:
                 finished = True
                 message = cond.get("message") or ""
                 deadline = deadline or cond.get("reason") == "DeadlineExceeded"
+                disrupted = disrupted or (
+                    cond.get("reason") == "PodFailurePolicy" and "DisruptionTarget" in message
+                )
             if cond.get("type") in ("Complete", "SuccessCriteriaMet"):
-                finished = True
+                finished = succeeded = True
         return cls(
             name=meta.get("name", "?"),
             created_ms=parse_time_ms(meta.get("creationTimestamp")) or 0,
             deadline_exceeded=deadline,
             failed_message=message,
+            disrupted=disrupted,
             deleting=meta.get("deletionTimestamp") is not None,
             finished=finished,
+            succeeded=succeeded,
         )
 
 
@@ -278,8 +287,22 @@ def decide(
     if job.deadline_exceeded:
         return Fail("timeout", timeout_message(clocks))
     if job.finished and pod is None:
-        return Fail(
-            "permanent", f"Kubernetes Job {job.name} failed without a pod: {job.failed_message}"
+        if job.disrupted:
+            return Retry(
+                f"its pod was disrupted (evicted, preempted or its node went away) and "
+                f"deleted: {job.failed_message}"
+            )
+        # The pod is gone and only the Job saw how it ended: someone deleted it.
+        if job.succeeded:
+            return Retry(
+                f"its pod finished but was deleted before its result was read (Kubernetes "
+                f"Job {job.name})",
+                kind="lost",
+            )
+        return Retry(
+            f"its pod was deleted before it finished (Kubernetes Job {job.name}: "
+            f"{job.failed_message or 'failed'})",
+            kind="lost",
         )
 
     if pod is None:

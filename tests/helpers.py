@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -59,3 +59,20 @@ async def async_wait_for(
                 f"timed out after {timeout}s waiting for {message or predicate}{detail}"
             )
         await asyncio.sleep(interval)
+
+
+def running_pod(core_v1: Any, namespace: str, *, timeout: float = 60) -> Any:
+    """The first Running pod in `namespace` (a CoreV1Api is passed in, to keep this module
+    free of a client of its own)."""
+    return wait_for(
+        lambda: next(
+            (
+                p
+                for p in core_v1.list_namespaced_pod(namespace).items
+                if p.status.phase == "Running"
+            ),
+            None,
+        ),
+        timeout=timeout,
+        message=f"a Running pod in {namespace}",
+    )

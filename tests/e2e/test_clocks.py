@@ -8,28 +8,13 @@ import time
 
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import running_pod, wait_for
 
 pytestmark = pytest.mark.cluster
 
 
 def hang(**more: str) -> str:
     return json.dumps({"audiojob.dev/sim-outcome": "hang", **more})
-
-
-def running_pod(core_v1, namespace):
-    return wait_for(
-        lambda: next(
-            (
-                p
-                for p in core_v1.list_namespaced_pod(namespace).items
-                if p.status.phase == "Running"
-            ),
-            None,
-        ),
-        timeout=60,
-        message="a Running pod",
-    )
 
 
 def test_stage_and_progress_from_pod_annotations_reach_the_row(
