@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
-import asyncio
+import signal
 import sys
+from types import FrameType
 
-import kopf
 
-from controller import (
-    handlers,  # noqa: F401  # registers the kopf handlers
-    logs,
-)
-from controller.settings import SettingsError, load_settings
+def _stop_before_kopf_runs(signum: int, frame: FrameType | None) -> None:
+    # Until kopf installs its own handlers nothing has happened that the next controller would
+    # not adopt (a claimed row without a Job gets its Job on adoption), so a stop is clean.
+    raise SystemExit(0)
 
 
 def main() -> int:
+    # Kubernetes (or KEDA scaling back to zero) may send SIGTERM while we are still importing
+    # kopf and the Kubernetes client, which takes seconds; that must still be exit 0.
+    signal.signal(signal.SIGTERM, _stop_before_kopf_runs)
+    import asyncio  # noqa: PLC0415
+
+    import kopf  # noqa: PLC0415
+
+    from controller import (  # noqa: PLC0415
+        handlers,  # noqa: F401  # registers the kopf handlers
+        logs,
+    )
+    from controller.settings import SettingsError, load_settings  # noqa: PLC0415
+
     try:
         settings = load_settings()
     except SettingsError as e:

@@ -41,12 +41,25 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
     config = load_settings()
     store = await JobStore.open(config.db)
-    kube = Kube.connect(config.kube.namespace)
-    engine = Engine(settings=config, store=store, kube=kube)
-    await engine.start()
+    kube: Kube | None = None
+    http: web.AppRunner | None = None
+    try:
+        kube = Kube.connect(config.kube.namespace)
+        engine = Engine(settings=config, store=store, kube=kube)
+        await engine.start()
+        http = await _serve_http(engine, config.metrics.host, config.metrics.port)
+    except BaseException:
+        # Failed (kopf retries start-up) or cancelled (we are being stopped): cleanup will not
+        # know these exist, and the database client's thread would keep the process alive.
+        if http is not None:
+            await http.cleanup()
+        await store.close()
+        if kube is not None:
+            kube.close()
+        raise
+    memo.http = http
     memo.engine = engine
     memo.engine_task = asyncio.create_task(engine.run(), name="audiojob-engine")
-    memo.http = await _serve_http(engine, config.metrics.host, config.metrics.port)
     log.info(
         "controller started",
         extra={"worker_id": engine.worker_id, "namespace": config.kube.namespace},

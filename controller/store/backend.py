@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import urllib.parse
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 import libsql_client
@@ -67,10 +67,15 @@ class FileBackend:
         self._client: Any = None
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._client = await loop.run_in_executor(
-            self._pool, libsql_client.create_client_sync, self._url
-        )
+        building = self._pool.submit(libsql_client.create_client_sync, self._url)
+        try:
+            self._client = await asyncio.wrap_future(building)
+        except asyncio.CancelledError:
+            # The client gets built anyway, with a thread that would keep the process alive;
+            # close it as soon as it exists (same one-worker pool, so right after).
+            self._pool.submit(_close_when_built, building)
+            self._pool.shutdown(wait=False)
+            raise
 
     async def execute(self, sql: str, args: Args) -> ResultSet:
         loop = asyncio.get_running_loop()
@@ -92,6 +97,11 @@ class FileBackend:
         if self._client is not None:
             await loop.run_in_executor(self._pool, self._client.close)
         self._pool.shutdown(wait=False)
+
+
+def _close_when_built(building: Future[Any]) -> None:
+    with contextlib.suppress(BaseException):
+        building.result().close()
 
 
 class NetBackend:

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,16 @@ class Controller:
             cwd=ROOT,
             start_new_session=True,
         )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Until /readyz says 200: kopf and the engine are running (a SIGTERM that lands before
+        Python has even reached our code ends the process with the default action)."""
+
+        def ready() -> bool:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
+                return bool(r.status == 200)
+
+        wait_for(ready, timeout=timeout, interval=0.2, message="the controller's /readyz")
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None

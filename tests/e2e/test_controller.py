@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 
 import kubernetes
 import pytest
@@ -196,3 +197,33 @@ def test_a_job_whose_row_is_gone_or_terminal_is_deleted(controller, rows, batch_
         return False
 
     wait_for(gone, timeout=60, message="the orphan Job deleted")
+
+
+@pytest.mark.parametrize("after", [0.5, 1.5, 3.0])
+def test_sigterm_while_starting_up_is_a_clean_exit(controller, rows, after):
+    # KEDA may scale the controller back to zero moments after it scaled it up. A stop that
+    # lands while Python imports kopf, while kopf starts, or while our start-up handler has
+    # the database open but no engine yet, must still end the process promptly with 0, and
+    # the next controller must find everything as it was.
+    rows.insert("early")
+    controller.start()
+    time.sleep(after)
+    assert controller.stop() == 0
+    controller.start()
+    assert rows.wait_status("early", "complete").attempt == 1
+    controller.wait_ready()
+    assert controller.stop() == 0
+
+
+def test_sigterm_while_start_up_keeps_failing_is_a_clean_exit(controller, rows, tmp_path):
+    # Start-up opens the database, then fails on the Kubernetes config; kopf retries it. The
+    # database client opened by each failed try must not outlive it and keep the process up.
+    rows.insert("kept")
+    controller.start(KUBECONFIG=str(tmp_path / "missing.kubeconfig"))
+    wait_for(
+        lambda: any("startup' failed" in e.get("message", "") for e in controller.logs()),
+        timeout=60,
+        message="a failed start-up",
+    )
+    assert controller.stop() == 0
+    assert rows.get("kept").status == "pending"

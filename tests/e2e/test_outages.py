@@ -84,4 +84,5 @@ def test_sigkill_at_random_points_never_loses_or_duplicates(controller, rows, ba
         )
         per_attempt[key] = per_attempt.get(key, 0) + 1
     assert set(per_attempt.values()) == {1}
+    controller.wait_ready()
     assert controller.stop() == 0
