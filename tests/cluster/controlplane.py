@@ -70,14 +70,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def openssl(*args: str, cwd: Path) -> None:
+def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
 def make_pki(pki: Path) -> None:
     """A CA, the apiserver's serving cert, a front-proxy client cert and the SA signing key."""
     pki.mkdir(parents=True, exist_ok=True)
-    openssl(
+    _openssl(
         "req",
         "-x509",
         "-newkey",
@@ -102,7 +102,7 @@ def make_pki(pki: Path) -> None:
         ("front-proxy-client", "front-proxy-client", "extendedKeyUsage=clientAuth\n"),
     ):
         (pki / f"{name}.ext").write_text(ext)
-        openssl(
+        _openssl(
             "req",
             "-newkey",
             "rsa:2048",
@@ -115,7 +115,7 @@ def make_pki(pki: Path) -> None:
             f"/CN={cn}",
             cwd=pki,
         )
-        openssl(
+        _openssl(
             "x509",
             "-req",
             "-in",
@@ -133,8 +133,8 @@ def make_pki(pki: Path) -> None:
             f"{name}.crt",
             cwd=pki,
         )
-    openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
-    openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
+    _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
+    _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
 
 
 def write_kubeconfig(

@@ -46,7 +46,7 @@ def test_an_evicted_pod_is_retried_and_the_retry_completes(controller, rows, cor
 
 
 def test_a_pod_on_a_lost_node_is_retried_and_the_retry_completes(
-    cluster, controller, rows, core_v1, namespace
+    controller, rows, core_v1, namespace
 ):
     node = f"kwok-lost-{uuid.uuid4().hex[:6]}"
     body = fake_node(node)
