@@ -32,7 +32,7 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg openssl; }
 
 binaries:
-	bash tests/cluster/build-binaries.sh
+	bash devcluster/build-binaries.sh
 
 test: venv system-deps binaries
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
@@ -49,13 +49,13 @@ lint: venv
 check: lint test
 
 demo: venv binaries
-	$(PY) -m controller.demo
+	$(PY) -m devcluster.demo
 
 cluster-up: venv binaries
-	$(PY) -m tests.cluster up
+	$(PY) -m devcluster up
 
 cluster-down: venv
-	$(PY) -m tests.cluster down
+	$(PY) -m devcluster down
 
 bench: venv system-deps binaries
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -1,6 +1,6 @@
 """The controller against the original worker pattern and against a bare Kubernetes client.
 
-Starts its own local control plane (tests/cluster/controlplane.py), then:
+Starts its own local control plane (devcluster/controlplane.py), then:
 
   A. controller: N pending rows, the real `python -m controller` with a high max_concurrent and
      pods that succeed after kwok's default 500 ms. Measures claim-to-Job latency (p50/p95 from
@@ -44,8 +44,8 @@ import kubernetes  # noqa: E402
 from controller.builders import build_job  # noqa: E402
 from controller.settings import DbSettings, Settings  # noqa: E402
 from controller.store import JobStore  # noqa: E402
-from tests.cluster.controlplane import LocalCluster, free_port  # noqa: E402
-from tests.store.hrana_server import HranaServer  # noqa: E402
+from devcluster.controlplane import LocalCluster, free_port  # noqa: E402
+from devcluster.hrana_server import HranaServer  # noqa: E402
 
 ORIGINAL_POLL_SECONDS = 3.0
 TERMINAL = ("complete", "failed", "cancelled")

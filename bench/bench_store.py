@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from controller.settings import DbSettings
 from controller.store import Beat, JobStore
-from tests.store.hrana_server import running_server
+from devcluster.hrana_server import running_server
 
 JOBS = 40
 CONCURRENCY = 10

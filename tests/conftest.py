@@ -1,5 +1,5 @@
 """Fixtures shared by every tier. Cluster fixtures start the real local control plane once
-per session (tests/cluster/controlplane.py) and give each test a fresh namespace."""
+per session (devcluster/controlplane.py) and give each test a fresh namespace."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import kubernetes
 import pytest
 
-from tests.cluster.controlplane import LocalCluster
+from devcluster.controlplane import LocalCluster
 
 
 @pytest.fixture(scope="session")

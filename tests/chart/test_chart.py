@@ -19,7 +19,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from tests.cluster.controlplane import LocalCluster, binary
+from devcluster.controlplane import LocalCluster, binary
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

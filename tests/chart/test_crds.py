@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.chart.test_chart import render
-from tests.cluster.controlplane import LocalCluster
+from devcluster.controlplane import LocalCluster
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.cluster

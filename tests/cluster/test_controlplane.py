@@ -13,7 +13,7 @@ import kubernetes
 import pytest
 from kubernetes.client import ApiException
 
-from tests.cluster.controlplane import LocalCluster, binary, pid_alive, write_kubeconfig
+from devcluster.controlplane import LocalCluster, binary, pid_alive, write_kubeconfig
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.cluster

@@ -18,7 +18,7 @@ import pytest
 
 from controller.settings import DbSettings
 from controller.store import JobRow, JobStore
-from tests.cluster.controlplane import LocalCluster, free_port
+from devcluster.controlplane import LocalCluster, free_port
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ import uuid
 import kubernetes
 import pytest
 
-from tests.cluster.controlplane import fake_node
+from devcluster.controlplane import fake_node
 from tests.e2e.test_controller import pod_annotations
 from tests.helpers import running_pod, wait_for
 

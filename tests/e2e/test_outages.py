@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.helpers import wait_for
-from tests.store.hrana_server import HranaServer
+from devcluster.hrana_server import HranaServer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

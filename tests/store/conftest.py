@@ -9,7 +9,7 @@ import pytest
 
 from controller.settings import DbSettings
 from controller.store import JobStore, RetryPolicy
-from tests.store.hrana_server import HranaServer, running_server
+from devcluster.hrana_server import HranaServer, running_server
 
 # Short, fast retries so fault tests finish quickly; the shapes are the production ones.
 FAST_RETRY = RetryPolicy(attempts=6, base_seconds=0.02, cap_seconds=0.2)

@@ -1,4 +1,4 @@
-"""`python -m tests.cluster up|down|status`: a long-lived local control plane for people.
+"""`python -m devcluster up|down|status`: a long-lived local control plane for people.
 
 `up` starts it in the background (state under ~/.cache/audiojob-operator/run/cluster) and
 prints how to point kubectl at it; `down` stops every process it started and removes the state.
@@ -12,7 +12,7 @@ import shutil
 import sys
 import time
 
-from tests.cluster.controlplane import CACHE, LocalCluster, bin_dir, kill_pids, pid_alive
+from devcluster.controlplane import CACHE, LocalCluster, bin_dir, kill_pids, pid_alive
 
 RUN = CACHE / "run" / "cluster"
 
@@ -66,7 +66,7 @@ def status() -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.cluster")
+    parser = argparse.ArgumentParser(prog="python -m devcluster")
     parser.add_argument("command", choices=["up", "down", "status"])
     args = parser.parse_args()
     return {"up": up, "down": down, "status": status}[args.command]()

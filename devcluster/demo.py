@@ -21,7 +21,7 @@ from pathlib import Path
 
 from controller.settings import DbSettings
 from controller.store import JobStore
-from tests.cluster.controlplane import LocalCluster, binary, free_port
+from devcluster.controlplane import LocalCluster, binary, free_port
 
 NAMESPACE = "audiojob-jobs"
 SAMPLES: list[tuple[str, str, object]] = [
