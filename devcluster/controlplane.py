@@ -367,7 +367,8 @@ class LocalCluster:
         core = kubernetes.client.CoreV1Api(self.api_client())
         for i in range(self.nodes):
             with contextlib.suppress(kubernetes.client.ApiException):
-                core.create_node(fake_node(f"kwok-node-{i}"))
+                # The client sends plain dicts as they are; its V1Node type is only a hint.
+                core.create_node(fake_node(f"kwok-node-{i}"))  # type: ignore[arg-type]
         self._wait(lambda: self._nodes_ready(core), "kwok nodes Ready")
         self._wait(lambda: self._default_sa(core), "the default ServiceAccount")
 
@@ -388,7 +389,10 @@ class LocalCluster:
 
     # -- clients ----------------------------------------------------------------
     def api_client(self) -> kubernetes.client.ApiClient:
-        return kubernetes.config.new_client_from_config(str(self.kubeconfig))
+        client: kubernetes.client.ApiClient = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+            str(self.kubeconfig)
+        )
+        return client
 
     def kubectl(
         self, *args: str, check: bool = True, input: str | None = None
@@ -453,7 +457,10 @@ class LocalCluster:
     def _nodes_ready(core: kubernetes.client.CoreV1Api) -> bool:
         nodes = core.list_node().items
         return bool(nodes) and all(
-            any(c.type == "Ready" and c.status == "True" for c in (n.status.conditions or []))
+            any(
+                c.type == "Ready" and c.status == "True"
+                for c in ((n.status and n.status.conditions) or [])
+            )
             for n in nodes
         )
 

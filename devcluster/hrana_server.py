@@ -343,7 +343,7 @@ class HranaServer:
 
     def _drop(self, request: web.Request) -> web.StreamResponse:
         if request.transport is not None:
-            request.transport.abort()  # type: ignore[attr-defined]
+            request.transport.abort()
         raise ConnectionResetError("fault injection: connection dropped")
 
     async def _http_execute(self, request: web.Request) -> web.StreamResponse:
@@ -434,7 +434,7 @@ class HranaServer:
 
     def _abort(self, http: web.Request) -> None:
         if http.transport is not None:
-            http.transport.abort()  # type: ignore[attr-defined]
+            http.transport.abort()
 
     def _ws_handle(  # one return per Hrana request type
         self,

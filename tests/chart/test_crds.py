@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.chart.test_chart import render
 from devcluster.controlplane import LocalCluster
+from tests.chart.test_chart import render
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.cluster

@@ -21,9 +21,9 @@ import pytest
 
 from controller.settings import DbSettings
 from controller.store import JobStore
+from devcluster.controlplane import LocalCluster, binary, free_port
 from tests.chart.test_chart import CHART, helm
 from tests.chart.test_crds import CRDS
-from devcluster.controlplane import LocalCluster, binary, free_port
 from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]

@@ -8,8 +8,8 @@ import pytest
 
 from controller.builders import build_job
 from controller.settings import load_settings
-from tests.chart.test_chart import CHART, helm
 from devcluster.controlplane import LocalCluster
+from tests.chart.test_chart import CHART, helm
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.cluster
