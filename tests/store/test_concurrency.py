@@ -15,8 +15,7 @@ import pytest
 
 from controller.settings import DbSettings
 from controller.store import JobStore
-
-from .hrana_server import HranaServer
+from devcluster.hrana_server import HranaServer
 
 ROWS = 5_000
 WORKERS = 4

@@ -18,9 +18,9 @@ from pydantic import SecretStr
 
 from controller.settings import DbSettings
 from controller.store import JobStore, RetryPolicy, StoreError, StoreUnavailable
+from devcluster.hrana_server import HranaServer, running_server
 
 from .conftest import FAST_RETRY
-from .hrana_server import HranaServer, running_server
 
 INGEST = {"url": "https://example.com/a"}
 T0 = 1_700_000_000_000

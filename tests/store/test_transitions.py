@@ -9,10 +9,10 @@ import pytest
 
 from controller.settings import DbSettings
 from controller.store import Beat, JobRow, JobStore, StoreError, schema_sql
+from devcluster.hrana_server import HranaServer
 from runner.payloads import IngestPayload, SavePayload
 
 from .conftest import FAST_RETRY
-from .hrana_server import HranaServer
 
 T0 = 1_700_000_000_000
 INGEST = {"url": "https://example.com/a"}
