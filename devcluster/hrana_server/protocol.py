@@ -113,7 +113,11 @@ def sqlite_error(e: sqlite3.Error, sql: str) -> HranaError:
         if "one statement at a time" in message:
             return HranaError("SQL string contains more than one statement", "SQL_MANY_STATEMENTS")
         return HranaError(f"Arguments do not match SQL parameters: {message}", "ARGS_INVALID")
-    base = _BASE_CODES.get(getattr(e, "sqlite_errorcode", 1) & 0xFF, "SQLITE_UNKNOWN")
+    return error_from_sqlite(message, getattr(e, "sqlite_errorcode", 1), sql)
+
+
+def error_from_sqlite(message: str, code: int, sql: str) -> HranaError:
+    base = _BASE_CODES.get(code & 0xFF, "SQLITE_UNKNOWN")
     if base == "SQLITE_ERROR" and is_syntax_error(message):
         return HranaError(f"SQL string could not be parsed: {message}", "SQL_PARSE_ERROR")
     named = _NAMED_IN_MESSAGE.search(message)
@@ -122,6 +126,14 @@ def sqlite_error(e: sqlite3.Error, sql: str) -> HranaError:
         # sqld reports the byte offset SQLite points at; we find the name it complains about.
         return HranaError(f"SQL input error: {message} (at offset {offset})", "SQL_INPUT_ERROR")
     return HranaError(f"SQLite error: {message}", base)
+
+
+def _real_affinity(decltype: str | None) -> bool:
+    """SQLite's affinity rules (datatype3.html, 3.1), REAL case."""
+    d = (decltype or "").upper()
+    if not d or "INT" in d or any(w in d for w in ("CHAR", "CLOB", "TEXT", "BLOB")):
+        return False
+    return any(w in d for w in ("REAL", "FLOA", "DOUB"))
 
 
 def resolve_sql(sql: str | None, sql_id: int | None, sqls: dict[int, str]) -> str:
@@ -177,6 +189,14 @@ def execute_stmt(db: sqlite3.Connection, stmt: dict[str, Any], sql: str, ctx: Co
         ctx.meta.schema_changed()
     names = [d[0] for d in cur.description or ()]
     decltypes = [c[1] for c in meta.cols] if meta and len(meta.cols) == len(names) else []
+    real = [i for i, d in enumerate(decltypes) if _real_affinity(d)]
+    if real:
+        # The system SQLite (3.40) hands out RETURNING values without the column's affinity
+        # (an integral REAL comes back as an integer); libSQL's SQLite, sqld's, does not.
+        rows = [
+            tuple(float(v) if i in real and type(v) is int else v for i, v in enumerate(r))
+            for r in rows
+        ]
     want_rows = stmt.get("want_rows")
     changed = max(cur.rowcount, 0)
     return {
@@ -280,7 +300,7 @@ def describe(sql: str, ctx: Context) -> Any:
     if meta is None:
         prepared = ctx.meta.prepare(sql)
         msg = prepared.message if isinstance(prepared, PrepareError) else "cannot describe"
-        raise HranaError(f"SQLite error: {msg}", "SQLITE_ERROR")
+        raise error_from_sqlite(msg, 1, sql)
     return {
         "params": [{"name": p} for p in meta.params],
         "cols": [{"name": n, "decltype": d} for n, d in meta.cols],
