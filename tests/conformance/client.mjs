@@ -3,7 +3,11 @@
 // came back as a float (or a string) shows as a difference.
 import { createClient } from "@libsql/client";
 
-const client = createClient({ url: process.argv[2], intMode: "bigint" });
+const client = createClient({
+  url: process.argv[2],
+  authToken: process.env.TURSO_AUTH_TOKEN,
+  intMode: "bigint",
+});
 const out = [];
 
 function value(v) {

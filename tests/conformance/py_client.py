@@ -8,6 +8,7 @@ would freeze the test server's thread and never get one.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -49,7 +50,10 @@ def run(conn: Any, sql: str, args: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> None:
     url, script = sys.argv[1], json.loads(sys.argv[2])
-    conn = libsql.connect(url) if url.startswith("file:") is False else libsql.connect(url[5:])
+    if url.startswith("file:"):
+        conn = libsql.connect(url.removeprefix("file:"))
+    else:
+        conn = libsql.connect(url, auth_token=os.environ.get("TURSO_AUTH_TOKEN", ""))
     out: list[dict[str, Any]] = []
     for s in script:
         try:

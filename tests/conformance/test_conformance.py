@@ -12,6 +12,7 @@ in either client's file mode, so those two are compared for statements without r
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -54,14 +55,16 @@ def server(tmp_path: Path) -> Any:
         yield s
 
 
-def run_client(client: str, url: str) -> list[dict[str, Any]]:
-    script = json.dumps(SCRIPT)
+def run_client(
+    client: str, url: str, script: list[dict[str, Any]] = SCRIPT, token: str = ""
+) -> list[dict[str, Any]]:
+    env = os.environ | {"TURSO_AUTH_TOKEN": token}
     if client == "node":
-        cmd = ["node", str(HERE / "client.mjs"), url, script]
+        cmd = ["node", str(HERE / "client.mjs"), url, json.dumps(script)]
     else:
         # In its own process: `libsql` holds the GIL while it waits for the server's answer.
-        cmd = [sys.executable, str(HERE / "py_client.py"), url, script]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        cmd = [sys.executable, str(HERE / "py_client.py"), url, json.dumps(script)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, check=False)
     assert done.returncode == 0, f"{client} client failed:\n{done.stderr}"
     return list(json.loads(done.stdout))
 
@@ -126,3 +129,15 @@ def test_server_answers_like_a_file_database(
         assert returning["column_types"] == ["INTEGER", "TEXT", "REAL", "INTEGER", "TEXT"]
         insert = by_step["insert"]["ok"]
         assert (insert["rows_affected"], insert["last_insert_rowid"]) == (1, "1")
+
+
+@pytest.mark.parametrize("client", ["node", "python"])
+def test_clients_authenticate_with_the_bearer_token(
+    client: str, tmp_path: Path, node_modules: Path
+) -> None:
+    one = [SCRIPT[0]]
+    with running_server(str(tmp_path / "auth.db"), token="t0ken") as server:
+        denied = run_client(client, server.url("http"), one, token="wrong")
+        allowed = run_client(client, server.url("http"), one, token="t0ken")
+    assert "error" in denied[0] and "401" in denied[0]["error"]["message"]
+    assert "ok" in allowed[0]
