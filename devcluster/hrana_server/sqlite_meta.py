@@ -20,6 +20,7 @@ from dataclasses import dataclass
 _OPEN_READONLY = 0x1
 _OPEN_URI = 0x40
 _SYNTAX_HINTS = ("syntax error", "incomplete input", "unrecognized token")
+_CACHE_LIMIT = 2000
 _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
 
 
@@ -108,6 +109,8 @@ class MetaReader:
                 return meta
             out = self._prepare(sql)
             if isinstance(out, StmtMeta):
+                if len(self._cache) >= _CACHE_LIMIT:  # SQL with literals never repeats
+                    self._cache.clear()
                 self._cache[sql] = out
             return out
 
