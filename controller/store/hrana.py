@@ -16,7 +16,9 @@ server checks the baton before it runs anything, so nothing ran twice.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import time
 from collections.abc import Sequence
@@ -28,6 +30,8 @@ import aiohttp
 STREAM_IDLE_SECONDS = 5.0
 """Longest idle time before a baton is abandoned; sqld expires idle streams after 10 s."""
 MAX_IDLE_STREAMS = 8
+CLOSE_SECONDS = 2.0
+"""How long `close` waits for the server to close idle streams."""
 
 Args = Sequence[Any]
 
@@ -189,15 +193,17 @@ class HranaClient:
         self._idle.clear()
 
     async def close(self) -> None:
-        """Close idle streams on the server (best effort) and the HTTP session."""
+        """Close idle streams on the server (best effort, bounded) and the HTTP session."""
         idle, self._idle = self._idle, []
-        for stream in idle:
-            try:
-                await self._post(
-                    stream.url, {"baton": stream.baton, "requests": [{"type": "close"}]}
+        closing = [
+            self._post(s.url, {"baton": s.baton, "requests": [{"type": "close"}]}) for s in idle
+        ]
+        if closing:
+            # A stalled server must not hold up shutdown; it expires the streams anyway.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    asyncio.gather(*closing, return_exceptions=True), CLOSE_SECONDS
                 )
-            except Exception:  # noqa: S112  # the server expires the stream anyway
-                continue
         if self._session is not None:
             await self._session.close()
             self._session = None

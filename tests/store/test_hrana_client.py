@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY, generate_latest
 from pydantic import SecretStr
 
 from controller.settings import DbSettings
-from controller.store import JobStore, StoreError, StoreUnavailable
+from controller.store import JobStore, StoreError, StoreUnavailable, hrana
 from controller.store.backend import http_url
 from controller.store.hrana import HranaClient, HranaError
 from devcluster.hrana_server import HranaServer, running_server
@@ -197,3 +197,36 @@ async def test_token_is_used_and_never_shown(
     assert "retrying" in caplog.text
     shown += [caplog.text, generate_latest(REGISTRY).decode()]
     assert all(secret not in text for text in shown)
+
+
+async def test_a_stalled_server_never_stalls_the_loop(
+    client: HranaClient, server: HranaServer
+) -> None:
+    """The reason for this client: `libsql` froze the whole process on a server that did not
+    answer. Here the loop keeps running while a call waits, and the call can be timed out."""
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    server.faults.delay(3.0, match="SELECT 1")
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(client.execute("SELECT 1", []), 1.0)
+    finally:
+        ticker.cancel()
+    assert ticks >= 20  # about 100 if nothing else competes for the CPU; 0 if the loop froze
+
+
+async def test_close_does_not_wait_for_a_stalled_server(
+    client: HranaClient, server: HranaServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hrana, "CLOSE_SECONDS", 0.2)
+    await client.execute("SELECT 1", [])  # leaves an idle stream to close
+    server.faults.delay(5.0)
+    await asyncio.wait_for(client.close(), timeout=3)
+    assert server.faults.fired == ["delay"]
