@@ -7,7 +7,7 @@ CACHE ?= $(HOME)/.cache/audiojob-operator
 export AUDIOJOB_CACHE := $(CACHE)
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: help venv system-deps binaries test test-fast lint typecheck check demo cluster-up cluster-down bench clean
+.PHONY: help venv system-deps binaries node-deps test test-fast lint typecheck check demo cluster-up cluster-down bench clean
 
 help:
 	@echo "make demo         run the controller on a local control plane with sample jobs"
@@ -34,11 +34,15 @@ system-deps:
 binaries:
 	bash devcluster/build-binaries.sh
 
-test: venv system-deps binaries
+# @libsql/client for the example app and the Hrana conformance test (needs Node 20+).
+node-deps:
+	bash devcluster/node-deps.sh
+
+test: venv system-deps binaries node-deps
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # Offline tiers only (no control plane): unit, store, runner.
-test-fast: venv system-deps
+test-fast: venv system-deps node-deps
 	$(PY) -m pytest -q -m "not cluster" $(PYTEST_ARGS)
 
 lint: venv

@@ -255,7 +255,7 @@ def run_statements(cluster: LocalCluster, n: int, tmp: Path, max_concurrent: int
     proc, _ = start_controller(
         cluster,
         ns,
-        server.url("ws"),
+        server.url("http"),
         tmp / "controller-s.log",
         AUDIOJOB_CLAIM__MAX_CONCURRENT=str(max_concurrent),
         AUDIOJOB_CLAIM__POLL_INTERVAL_SECONDS="0.5",

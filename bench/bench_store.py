@@ -1,7 +1,7 @@
 """Job store cost per job and claim throughput, against the original worker's pattern.
 
 Both patterns run in this process, on the same schema and indexes, on real SQLite through
-libsql-client, and the figures are printed as ratios (original / store):
+the store's backends, and the figures are printed as ratios (original / store):
 
 - Lifecycle: JOBS jobs of 5 simulated minutes each, CONCURRENCY at a time. The clock is
   simulated (no sleeping); every statement really runs.
@@ -11,7 +11,8 @@ libsql-client, and the figures are printed as ratios (original / store):
     running rows (it also reports cancellations); per job `set_k8s_job`, `complete`, and the
     two attempts-ledger rows.
 - Claim throughput: claim CLAIM_ROWS rows one per statement (original) vs in batches of
-  CONCURRENCY (store), on `file:` and through the Hrana test server over WebSocket.
+  CONCURRENCY (store), on `file:` (sqlite3 on the store's thread) and through the Hrana test
+  server over HTTP (`/v2/pipeline`, the store's aiohttp client).
 
 Rows written are exact (rows each statement changed). Rows read follow the index-seek model
 that EXPLAIN QUERY PLAN backs (tests/store/test_plans.py): a statement reads the rows it
@@ -91,7 +92,7 @@ class Counting:
 async def open_counted(url: str) -> tuple[JobStore, Tally]:
     store = await JobStore.open(DbSettings(url=url))
     tally = Tally()
-    store._backend = Counting(store._backend, tally)  # type: ignore[assignment]
+    store._calls.backend = Counting(store._calls.backend, tally)
     return store, tally
 
 
@@ -214,11 +215,11 @@ async def main() -> None:
 
         print(f"claim throughput: {CLAIM_ROWS} rows, one per statement vs batches of {CONCURRENCY}")
         with running_server(str(tmp / "served.db")) as server:
-            for label, url in (("file:", f"file:{tmp / 'tp.db'}"), ("ws://", server.url("ws"))):
+            for label, url in (("file:", f"file:{tmp / 'tp.db'}"), ("http://", server.url("http"))):
                 one = await claim_throughput(url, 1)
                 many = await claim_throughput(url, CONCURRENCY)
                 print(
-                    f"  {label:<6} original {one:8.0f} jobs/s   store {many:8.0f} jobs/s"
+                    f"  {label:<7} original {one:8.0f} jobs/s   store {many:8.0f} jobs/s"
                     f"   ratio {many / one:.1f}x"
                 )
         print(

@@ -24,7 +24,9 @@ class DbSettings(BaseModel):
     """Where the job table lives and how patiently to talk to it."""
 
     url: str = "file:audiojobs.db"
-    """libSQL URL: `file:` (embedded default), `libsql://`, `wss://`, `ws://`, `https://`, `http://`."""
+    """libSQL URL: `file:` (SQLite file, the default), `libsql://` or `https://` (Turso or sqld
+    over TLS, Hrana over HTTP), `http://` (a local sqld), `wss://`/`ws://` (the same host's
+    HTTP endpoint)."""
 
     auth_token: SecretStr | None = None
     """Turso auth token. A secret: never logged, never in a repr or an error message."""

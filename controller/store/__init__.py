@@ -1,5 +1,6 @@
 """The job store: rows of the libSQL job table, their transitions, and the schema."""
 
+from controller.store.calls import RetryPolicy
 from controller.store.errors import StoreError, StoreUnavailable
 from controller.store.models import (
     AttemptRow,
@@ -14,7 +15,7 @@ from controller.store.models import (
     WriteResult,
 )
 from controller.store.schema import SCHEMA_VERSION, schema_sql
-from controller.store.store import JobStore, RetryPolicy, now_ms
+from controller.store.store import JobStore, now_ms
 
 __all__ = [
     "SCHEMA_VERSION",

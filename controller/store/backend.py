@@ -1,34 +1,35 @@
-"""One libsql-client per store, with the event loop kept free and a way to start over.
+"""The two ways the store reaches its database, behind one small interface.
 
-libsql-client 0.3.1 has three transports behind `create_client(url)`:
-
-- `file:` runs stdlib sqlite3 synchronously inside `async def execute`, opening a new connection
-  per call with `timeout=0`. Called on the controller's loop it would block kopf, so here it runs
-  on the library's own sync facade (a private loop in one thread) and is awaited from a
-  single-thread executor. All statements of this process therefore reach SQLite one at a time.
-- `ws://`, `wss://`, `libsql://` speak Hrana 2 over one WebSocket. A dropped socket poisons the
-  connection; the library reconnects lazily on the next call. A call that hangs is abandoned by
-  replacing the client (`reset`).
-- `http://`, `https://` speak Hrana-over-HTTP v1 (`POST v1/execute`, `v1/batch`).
+- `file:` — stdlib `sqlite3` on one dedicated thread. SQLite releases the GIL while it works or
+  waits on a lock, so the event loop keeps running (measured in bench/bench_file_backend.py
+  against `libsql`'s embedded mode, which does not). The connection uses `timeout=0`: a locked
+  database answers `database is locked` at once and the store retries with short sleeps, so
+  the one thread is never parked inside SQLite.
+- `libsql://`, `https://`, `http://` (and `wss://`, `ws://`, mapped to the same host's HTTP) —
+  Hrana over HTTP (`controller/store/hrana.py`), asyncio-native.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import sqlite3
 import urllib.parse
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-import libsql_client
-from libsql_client import ResultSet
+from controller.store.hrana import HranaClient, ResultSet
 
 Args = list[Any]
+
+__all__ = ["Args", "Backend", "ResultSet", "describe_url", "http_url", "open_backend", "split_url"]
 
 
 class Backend(Protocol):
     async def execute(self, sql: str, args: Args) -> ResultSet: ...
-    async def batch(self, stmts: list[tuple[str, Args]]) -> list[ResultSet]: ...
+    async def batch(self, stmts: list[tuple[str, Args]]) -> list[ResultSet]:
+        """All statements in one transaction."""
+        ...
+
     async def reset(self) -> None: ...
     async def close(self) -> None: ...
 
@@ -60,91 +61,99 @@ def describe_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
+_HTTP_SCHEME = {"https": "https", "http": "http", "libsql": "https", "wss": "https", "ws": "http"}
+
+
+def http_url(url: str) -> str:
+    """The Hrana-over-HTTP base URL for a remote libSQL URL (without `authToken`).
+
+    `libsql://host` is Turso's form and means TLS (`?tls=0` turns it off for a local sqld, as
+    in the official clients); `wss://`/`ws://` name the same server's HTTP endpoint.
+    """
+    parts = urllib.parse.urlsplit(url)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    scheme = _HTTP_SCHEME[parts.scheme]
+    if parts.scheme == "libsql" and query.pop("tls", "1") == "0":
+        scheme = "http"
+    if query:
+        raise ValueError(f"unknown URL parameter(s): {', '.join(sorted(query))}")
+    return urllib.parse.urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
 class FileBackend:
-    def __init__(self, url: str) -> None:
-        self._url = url
+    """One SQLite connection, used only from its own thread, in autocommit mode."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audiojob-store")
-        self._client: Any = None
+        self._conn: sqlite3.Connection | None = None
 
     async def start(self) -> None:
-        building = self._pool.submit(libsql_client.create_client_sync, self._url)
         try:
-            self._client = await asyncio.wrap_future(building)
-        except asyncio.CancelledError:
-            # The client gets built anyway, with a thread that would keep the process alive;
-            # close it as soon as it exists (same one-worker pool, so right after).
-            self._pool.submit(_close_when_built, building)
-            self._pool.shutdown(wait=False)
+            await self._call(self._open)
+        except BaseException:
+            # Cancelled or failed start-up: the connection still opens in the thread; close
+            # it right after, so nothing is left behind.
+            await self.close()
             raise
 
+    def _open(self) -> None:
+        self._conn = sqlite3.connect(
+            self._path, timeout=0, isolation_level=None, check_same_thread=False
+        )
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def _run(self, sql: str, args: Args) -> ResultSet:
+        assert self._conn is not None
+        cur = self._conn.execute(sql, tuple(args))
+        rows = [tuple(r) for r in cur.fetchall()]
+        cols = tuple(d[0] for d in cur.description or ())
+        return ResultSet(cols, rows, max(cur.rowcount, 0), cur.lastrowid)
+
+    def _run_all(self, stmts: list[tuple[str, Args]]) -> list[ResultSet]:
+        assert self._conn is not None
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            results = [self._run(sql, args) for sql, args in stmts]
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        return results
+
     async def execute(self, sql: str, args: Args) -> ResultSet:
-        loop = asyncio.get_running_loop()
-        result: ResultSet = await loop.run_in_executor(self._pool, self._client.execute, sql, args)
+        result: ResultSet = await self._call(self._run, sql, args)
         return result
 
     async def batch(self, stmts: list[tuple[str, Args]]) -> list[ResultSet]:
-        loop = asyncio.get_running_loop()
-        results: list[ResultSet] = await loop.run_in_executor(
-            self._pool, self._client.batch, list(stmts)
-        )
+        results: list[ResultSet] = await self._call(self._run_all, list(stmts))
         return results
 
     async def reset(self) -> None:
-        """Nothing to reset: every call already opens its own SQLite connection."""
+        """Nothing to reset: a local file has no connection to lose."""
 
     async def close(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._client is not None:
-            await loop.run_in_executor(self._pool, self._client.close)
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            # Queued behind any statement still running, so it never closes one mid-step.
+            self._pool.submit(conn.close)
         self._pool.shutdown(wait=False)
 
 
-def _close_when_built(building: Future[Any]) -> None:
-    with contextlib.suppress(BaseException):
-        building.result().close()
-
-
-class NetBackend:
-    def __init__(self, url: str, auth_token: str | None) -> None:
-        self._url = url
-        self._token = auth_token
-        self._client: libsql_client.Client = libsql_client.create_client(url, auth_token=auth_token)
-        self._retired: set[asyncio.Task[None]] = set()
-
-    async def execute(self, sql: str, args: Args) -> ResultSet:
-        return await self._client.execute(sql, args)
-
-    async def batch(self, stmts: list[tuple[str, Args]]) -> list[ResultSet]:
-        results: list[ResultSet] = await self._client.batch(list(stmts))
-        return results
-
-    async def reset(self) -> None:
-        old, self._client = (
-            self._client,
-            libsql_client.create_client(self._url, auth_token=self._token),
-        )
-        # Closing waits for the old socket's close handshake; a dead peer must not hold up
-        # the retry, so the old client is closed in the background.
-        task = asyncio.create_task(_close_quietly(old))
-        self._retired.add(task)
-        task.add_done_callback(self._retired.discard)
-
-    async def close(self) -> None:
-        await _close_quietly(self._client)
-        if self._retired:
-            await asyncio.wait(self._retired, timeout=5)
-
-
-async def _close_quietly(client: libsql_client.Client) -> None:
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(client.close(), timeout=5)
-
-
 async def open_backend(url: str, auth_token: str | None) -> Backend:
-    clean, url_token = split_url(url)
-    token = auth_token or url_token
-    if clean.startswith("file:"):
-        backend = FileBackend(clean)
+    """Open the backend for a URL already stripped of `authToken` (see `split_url`)."""
+    if url.startswith("file:"):
+        backend = FileBackend(_file_path(url))
         await backend.start()
         return backend
-    return NetBackend(clean, token)
+    return HranaClient(http_url(url), auth_token=auth_token)
+
+
+def _file_path(url: str) -> str:
+    """`file:jobs.db`, `file:/abs/jobs.db` and `file:///abs/jobs.db` name a path on disk."""
+    rest = url[len("file:") :]
+    if rest.startswith("//"):
+        rest = urllib.parse.urlsplit(url).path
+    return urllib.parse.unquote(rest.split("?", 1)[0])

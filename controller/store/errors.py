@@ -1,13 +1,20 @@
-"""Store errors, and the one place that decides which database faults are worth retrying."""
+"""Store errors, and the one place that decides which database faults are worth retrying.
+
+The codes are those sqld and hosted Turso send (libsql-server `hrana/stmt.rs`): SQLite's base
+codes (`SQLITE_BUSY`, `SQLITE_CONSTRAINT`, …), `SQL_PARSE_ERROR`, `TRANSACTION_BUSY`,
+`TRANSACTION_TIMEOUT`, `BLOCKED`; and HTTP statuses 429 (with `Retry-After`), 500, 502-504.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 from dataclasses import dataclass
 
 import aiohttp
-from libsql_client import LibsqlError
+
+from controller.store.hrana import HranaError
 
 
 class StoreError(Exception):
@@ -29,29 +36,28 @@ class Fault:
     maybe_applied: bool
     """The statement may have committed although no answer arrived (a write must be checked)."""
     reconnect: bool
-    """The connection is suspect: build a fresh client before the next try."""
+    """The connection is suspect: forget its streams before the next try."""
     description: str
+    busy: bool = False
+    """Lock contention that clears within milliseconds: many short tries."""
+    retry_after: float | None = None
+    """The server asked us to wait this many seconds before the next try."""
 
 
-# SQLite reports contention as SQLITE_BUSY*/SQLITE_LOCKED*; the file backend opens every
-# connection with timeout=0, so these arrive at once instead of after a busy wait.
-_BUSY = re.compile(r"^SQLITE_(BUSY|LOCKED)")
-_HTTP_STATUS = re.compile(r"HTTP status (\d{3})")
-# Codes that mean "this stream or socket broke", not "this SQL is wrong".
-_BROKEN_TRANSPORT = {"HRANA_WEBSOCKET_ERROR", "STREAM_CLOSED"}
+# Contention inside SQLite; the statement did not run.
+_BUSY_CODES = {"SQLITE_BUSY", "SQLITE_LOCKED"}
+# sqld/Turso could not start or finish the transaction in time; it was rolled back.
+_TX_CODES = {"TRANSACTION_BUSY", "TRANSACTION_TIMEOUT"}
 
 
 def classify(error: BaseException) -> Fault:
     """Sort a failure into transient (retry with backoff) or not (surface at once)."""
-    if isinstance(error, LibsqlError):
-        return _classify_libsql(error)
+    if isinstance(error, HranaError):
+        return _classify_hrana(error)
+    if isinstance(error, sqlite3.Error):
+        return _classify_sqlite(error)
     if isinstance(error, asyncio.TimeoutError | TimeoutError):
         return Fault(True, True, True, "the database did not answer within the statement timeout")
-    if isinstance(error, aiohttp.ClientResponseError):
-        # Covers a refused WebSocket handshake: 5xx is an outage, 401/403 a wrong token.
-        if error.status >= 500:
-            return Fault(True, False, True, f"database server error: HTTP {error.status}")
-        return Fault(False, False, True, f"database answered HTTP {error.status} {error.message}")
     if isinstance(error, aiohttp.ClientError | ConnectionError | OSError):
         # A connector error means nothing was sent, so no write can have landed.
         never_sent = isinstance(error, aiohttp.ClientConnectorError)
@@ -59,21 +65,48 @@ def classify(error: BaseException) -> Fault:
     return Fault(False, False, False, f"{type(error).__name__}: {error}")
 
 
-def _classify_libsql(error: LibsqlError) -> Fault:
-    code = error.code or "UNKNOWN"
-    text = f"{code}: {error.explanation}"
-    if _BUSY.match(code) or "database is locked" in error.explanation:
-        return Fault(True, False, False, f"database is locked ({text})")
-    if code == "BLOCKED":
-        # Turso refuses statements once a quota is exhausted; it lifts when the quota resets
-        # or the plan is raised, so this is retried like an outage.
-        return Fault(True, False, False, f"Turso refused the statement: quota ({text})")
-    if code in _BROKEN_TRANSPORT:
-        return Fault(True, True, True, f"connection to the database dropped ({text})")
-    if code == "SERVER_ERROR":
-        status = _HTTP_STATUS.search(error.explanation)
-        if status and int(status.group(1)) >= 500:
-            return Fault(True, True, True, f"database server error ({text})")
+def _classify_hrana(error: HranaError) -> Fault:
+    code, status, text = error.code or "", error.status, str(error)
+    if status is None:
+        if code in _BUSY_CODES or code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            return Fault(True, False, False, f"database is locked ({text})", busy=True)
+        if code in _TX_CODES:
+            return Fault(True, False, False, f"database is busy ({text})")
+        if code == "BLOCKED":
+            # Turso refuses statements once a quota is exhausted; it lifts when the quota
+            # resets or the plan is raised, so this is retried like an outage.
+            return Fault(True, False, False, f"Turso refused the statement: quota ({text})")
+        return Fault(False, False, False, text)
+    if status == 429:
+        return Fault(True, False, False, f"rate limited ({text})", retry_after=error.retry_after)
+    if status in (401, 403):
+        return Fault(False, False, False, f"authentication failed ({text}); check TURSO_AUTH_TOKEN")
+    if status == 404:
+        return Fault(
+            False,
+            False,
+            False,
+            f"no Hrana-over-HTTP endpoint ({text}); the URL must name a libSQL server"
+            " (sqld or Turso) that serves /v2/pipeline",
+        )
+    if status >= 500:
+        # 503 is refused before any work; behind a proxy, 500/502/504 may hide a statement
+        # that ran, so a write is checked against its row.
+        return Fault(
+            True,
+            status != 503,
+            True,
+            f"database server error ({text})",
+            retry_after=error.retry_after,
+        )
+    return Fault(False, False, True, text)
+
+
+def _classify_sqlite(error: sqlite3.Error) -> Fault:
+    name = getattr(error, "sqlite_errorname", "") or ""
+    text = f"{name or type(error).__name__}: {error}"
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "database is locked" in str(error):
+        return Fault(True, False, False, f"database is locked ({text})", busy=True)
     return Fault(False, False, False, text)
 
 
@@ -81,4 +114,5 @@ def redact(text: str, secret: str | None) -> str:
     """Remove the auth token from a message, in case a server or library echoed it."""
     if secret:
         text = text.replace(secret, "***")
-    return re.sub(r"(authToken=)[^&\s'\"]+", r"\1***", text)
+    text = re.sub(r"(authToken=)[^&\s'\"]+", r"\1***", text)
+    return re.sub(r"(Bearer\s+)[^\s'\"]+", r"\1***", text)

@@ -1,9 +1,22 @@
-"""The schema as versioned migrations, rendered for the configured table name."""
+"""The schema as versioned migrations, rendered for the configured table name, and applied.
+
+The version lives in the store's own table (`audio_job_meta`, key `schema_version`), never in
+`PRAGMA user_version`: that number belongs to the web app's own migrator, and hosted Turso
+refuses the pragma. Every migration statement is idempotent, so a database made by an older
+controller (which kept `user_version = 1` and has no meta table) simply gets version 1 recorded,
+and two controllers migrating at once both succeed.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
 from importlib import resources
+from typing import Protocol
+
+from controller.store.backend import Args, ResultSet
+
+log = logging.getLogger("audiojob.store")
 
 SCHEMA_VERSION = 1
 
@@ -33,5 +46,45 @@ def split_statements(script: str) -> list[str]:
 
 
 def migrations(table: str) -> list[list[str]]:
-    """Statements that take the schema from version i to i + 1, at index i."""
+    """Idempotent statements that take the schema from version i to i + 1, at index i."""
     return [split_statements(rename(schema_sql(), table))]
+
+
+_READ_VERSION = "SELECT value FROM audio_job_meta WHERE key = 'schema_version'"
+# Never moves the version back if a newer controller got there first.
+_WRITE_VERSION = (
+    "INSERT INTO audio_job_meta (key, value) VALUES ('schema_version', ?1)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+    " WHERE CAST(value AS INTEGER) < CAST(excluded.value AS INTEGER)"
+)
+
+
+class Caller(Protocol):
+    async def run(self, sql: str, args: Args, what: str) -> tuple[ResultSet, bool]: ...
+    async def batch(self, stmts: list[tuple[str, Args]], what: str) -> list[ResultSet]: ...
+
+
+async def migrate(calls: Caller, table: str) -> int:
+    """Bring the schema to SCHEMA_VERSION; return the version found before."""
+    # Created first and alone (the version is read from it); same text as in schema.sql.
+    meta = rename("audio_job_meta", table)
+    create = next(
+        s for s in migrations(table)[0] if s.startswith(f"CREATE TABLE IF NOT EXISTS {meta} ")
+    )
+    await calls.run(create, [], "create the meta table")
+    rs, _ = await calls.run(rename(_READ_VERSION, table), [], "read schema version")
+    found = int(rs.rows[0][0]) if rs.rows else 0
+    if found > SCHEMA_VERSION:
+        log.warning(
+            "schema version %d is newer than this controller's %d; carrying on",
+            found,
+            SCHEMA_VERSION,
+        )
+    steps = migrations(table)
+    for target in range(found + 1, SCHEMA_VERSION + 1):
+        stmts: list[tuple[str, Args]] = [(s, []) for s in steps[target - 1]]
+        stmts.append((rename(_WRITE_VERSION, table), [str(target)]))
+        # One batch is one transaction: a concurrent migrator waits, then finds its
+        # statements already applied (every one is idempotent).
+        await calls.batch(stmts, f"migrate to schema version {target}")
+    return found

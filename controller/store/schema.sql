@@ -1,7 +1,9 @@
 -- audiojob-operator job store, schema version 1.
 --
--- The controller applies this itself (PRAGMA user_version migrations); the web app may apply it
--- as-is with any SQLite/libSQL client. Every statement is idempotent. Times are epoch ms (UTC).
+-- The controller applies this itself and records the version in audio_job_meta (never in
+-- PRAGMA user_version, which belongs to the app and which hosted Turso refuses); the web app may
+-- apply it as-is with any SQLite/libSQL client. Every statement is idempotent. Times are epoch
+-- ms (UTC).
 -- With a table name other than audio_jobs, the controller renames audio_jobs -> <table> and
 -- audio_job_* -> <table without trailing s>_*.
 
@@ -64,4 +66,10 @@ CREATE TABLE IF NOT EXISTS audio_job_workers (
   started_at INTEGER NOT NULL,
   last_seen  INTEGER NOT NULL,
   active     INTEGER NOT NULL DEFAULT 0
+);
+
+-- The store's own bookkeeping: key 'schema_version' holds the version this file describes.
+CREATE TABLE IF NOT EXISTS audio_job_meta (
+  key   TEXT PRIMARY KEY NOT NULL,
+  value TEXT NOT NULL
 );

@@ -10,20 +10,15 @@ row is read back to tell "our earlier try landed" from "someone else moved it".
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from functools import partial
 from typing import Any, TypeVar
 
-from libsql_client import ResultSet
-
 from controller.settings import DbSettings
-from controller.store.backend import Args, Backend, describe_url, open_backend, split_url
+from controller.store.backend import Args, Backend, ResultSet, describe_url, open_backend, split_url
+from controller.store.calls import Calls, RetryPolicy
 from controller.store.errors import StoreError, StoreUnavailable, classify, redact
 from controller.store.models import (
     FAIL_KINDS,
@@ -39,7 +34,7 @@ from controller.store.models import (
     WorkerRow,
     WriteResult,
 )
-from controller.store.schema import SCHEMA_VERSION, migrations, rename
+from controller.store.schema import migrate, rename
 from runner.payloads import PayloadError, parse_payload
 
 log = logging.getLogger("audiojob.store")
@@ -56,30 +51,6 @@ _QCOLS = ", ".join(f"audio_jobs.{c}" for c in JOB_COLUMNS)
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Capped exponential backoff with jitter; each delay is between half and all of its cap."""
-
-    attempts: int = 6
-    """Tries for network faults, Turso's BLOCKED and 5xx (the first try included)."""
-    base_seconds: float = 0.1
-    cap_seconds: float = 2.0
-    busy_attempts: int = 400
-    """Tries for `database is locked`: the file backend gets it at once under contention,
-    and it clears within milliseconds, so it gets many short tries."""
-    busy_base_seconds: float = 0.002
-    busy_cap_seconds: float = 0.05
-
-    def delay(self, tries: int, *, busy: bool) -> float:
-        base, cap = (
-            (self.busy_base_seconds, self.busy_cap_seconds)
-            if busy
-            else (self.base_seconds, self.cap_seconds)
-        )
-        ceiling = min(cap, base * float(2 ** (tries - 1)))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311  # jitter, not crypto
 
 
 class _Sql:
@@ -290,26 +261,34 @@ class JobStore:
     def __init__(
         self, backend: Backend, db: DbSettings, retry: RetryPolicy, token: str | None
     ) -> None:
-        self._backend = backend
         self._db = db
-        self._retry = retry
-        self._token = token
         self._where = describe_url(db.url)
+        self._calls = Calls(
+            backend,
+            retry=retry,
+            timeout_seconds=db.statement_timeout_seconds,
+            where=self._where,
+            token=token,
+        )
         self._sql = _Sql(db.table)
         self._unwritten_rejections: dict[tuple[str, int], str] = {}
         self._claim_stamps: dict[str, int] = {}
-        self.statements = 0
-        """Statements sent (retries included); the benchmark reads it."""
 
     def __repr__(self) -> str:
         return f"JobStore({self._where!r}, table={self._db.table!r})"
 
+    @property
+    def statements(self) -> int:
+        """Database calls sent (retries included); the benchmark reads it."""
+        return self._calls.statements
+
     @classmethod
     async def open(cls, db: DbSettings, *, retry: RetryPolicy | None = None) -> JobStore:
         """Build the client once, switch a file database to WAL, and migrate the schema."""
-        token = db.auth_token.get_secret_value() if db.auth_token else split_url(db.url)[1]
+        url, url_token = split_url(db.url)
+        token = db.auth_token.get_secret_value() if db.auth_token else url_token
         try:
-            backend = await open_backend(db.url, token)
+            backend = await open_backend(url, token)
         except Exception as e:
             fault = classify(e)
             raise StoreError(
@@ -319,17 +298,17 @@ class JobStore:
             ) from None
         store = cls(backend, db, retry or RetryPolicy(), token)
         try:
-            if db.url.startswith("file:"):
+            if url.startswith("file:"):
                 # WAL lets readers run beside the one writer, and is remembered by the file.
-                await store._exec(lambda _: backend.execute("PRAGMA journal_mode=WAL", []), "wal")
-            await store._migrate()
+                await store._run("PRAGMA journal_mode=WAL", [], "switch to WAL")
+            await migrate(store._calls, db.table)
         except BaseException:
             await backend.close()
             raise
         return store
 
     async def close(self) -> None:
-        await self._backend.close()
+        await self._calls.backend.close()
 
     async def __aenter__(self) -> JobStore:
         return self
@@ -340,62 +319,10 @@ class JobStore:
     # -- plumbing ---------------------------------------------------------------------------
 
     async def _exec(self, call: Callable[[bool], Awaitable[T]], what: str) -> tuple[T, bool]:
-        """Run one database call with a deadline and retries; say if an earlier try may have
-        committed without our hearing back. `call` is told that too, before each try."""
-        tries = 0
-        ambiguous = False
-        started = time.monotonic()
-        while True:
-            tries += 1
-            self.statements += 1
-            try:
-                result = await asyncio.wait_for(call(ambiguous), self._db.statement_timeout_seconds)
-                return result, ambiguous
-            except Exception as e:
-                fault = classify(e)
-                if not fault.transient:
-                    raise StoreError(self._message(f"{what}: {fault.description}")) from None
-                ambiguous = ambiguous or fault.maybe_applied
-                busy = fault.description.startswith("database is locked")
-                budget = self._retry.busy_attempts if busy else self._retry.attempts
-                if tries >= budget:
-                    spent = time.monotonic() - started
-                    raise StoreUnavailable(
-                        self._message(
-                            f"{what}: gave up after {tries} tries in {spent:.1f} s:"
-                            f" {fault.description}"
-                        )
-                    ) from None
-                if not busy:
-                    log.warning(
-                        "%s", self._message(f"{what}: retrying (try {tries}): {fault.description}")
-                    )
-                if fault.reconnect:
-                    await self._backend.reset()
-                await asyncio.sleep(self._retry.delay(tries, busy=busy))
-
-    def _message(self, text: str) -> str:
-        return redact(f"database {self._where}: {text}", self._token)
+        return await self._calls.exec(call, what)
 
     async def _run(self, sql: str, args: Args, what: str) -> tuple[ResultSet, bool]:
-        return await self._exec(lambda _: self._backend.execute(sql, args), what)
-
-    async def _migrate(self) -> None:
-        rs, _ = await self._run("PRAGMA user_version", [], "read schema version")
-        version = int(rs.rows[0][0]) if rs.rows else 0
-        steps = migrations(self._db.table)
-        if version > SCHEMA_VERSION:
-            log.warning(
-                "schema version %d is newer than this controller's %d; carrying on",
-                version,
-                SCHEMA_VERSION,
-            )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            stmts: list[tuple[str, Args]] = [(s, []) for s in steps[target - 1]]
-            stmts.append((f"PRAGMA user_version = {target}", []))
-            # One batch is one transaction: a concurrent migrator waits, then finds nothing to do
-            # (every statement is IF NOT EXISTS).
-            await self._exec(partial(_batch, self._backend, stmts), f"migrate to {target}")
+        return await self._calls.run(sql, args, what)
 
     async def _fenced(
         self,
@@ -480,7 +407,7 @@ class JobStore:
 
             def attempt(after_loss: bool) -> Awaitable[ResultSet]:
                 sql = self._sql.claim_after_loss if after_loss else self._sql.claim
-                return self._backend.execute(sql, args)
+                return self._calls.backend.execute(sql, args)
 
             rs, ambiguous = await self._exec(attempt, f"claim for {worker_id!r}")
             rows = {r.job_id: r for r in map(_row, rs.rows)}
@@ -701,10 +628,6 @@ class JobStore:
         rs, _ = await self._run(self._sql.workers, [], "list workers")
         fields = tuple(WorkerRow.model_fields)
         return [WorkerRow.model_validate(dict(zip(fields, v, strict=True))) for v in rs.rows]
-
-
-def _batch(backend: Backend, stmts: list[tuple[str, Args]], _: bool) -> Awaitable[list[ResultSet]]:
-    return backend.batch(stmts)
 
 
 def _now(given: int | None) -> int:

@@ -20,7 +20,7 @@ def test_a_30s_database_outage_loses_nothing(controller, rows, tmp_path, core_v1
     try:
         rows.insert("warmup")
         controller.start(
-            TURSO_DATABASE_URL=server.url("ws"),
+            TURSO_DATABASE_URL=server.url("http"),
             AUDIOJOB_DB__STATEMENT_TIMEOUT_SECONDS="2",
             AUDIOJOB_RUNNER__POD_ANNOTATIONS=json.dumps({"audiojob.dev/sim-duration": "5s"}),
         )

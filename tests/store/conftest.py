@@ -14,7 +14,7 @@ from devcluster.hrana_server import HranaServer, running_server
 # Short, fast retries so fault tests finish quickly; the shapes are the production ones.
 FAST_RETRY = RetryPolicy(attempts=6, base_seconds=0.02, cap_seconds=0.2)
 
-BACKENDS = ["file", "ws", "http"]
+BACKENDS = ["file", "http"]
 
 
 @pytest.fixture

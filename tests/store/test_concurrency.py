@@ -55,6 +55,7 @@ def run_claimers(url: str, out_dir: Path) -> dict[str, list[list[list[object]]]]
                 f"worker-{n}",
                 str(out_dir / f"worker-{n}.json"),
                 str(n),
+                str(WORKERS),
             ],
             cwd=REPO,
             env=env,
@@ -95,10 +96,7 @@ def test_four_processes_on_one_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scheme", ["ws", "http"])
-def test_four_processes_through_the_server(
-    tmp_path: Path, server: HranaServer, scheme: str
-) -> None:
+def test_four_processes_through_the_server(tmp_path: Path, server: HranaServer) -> None:
     path = Path(server.db_path)
     seed_rows(path)
-    check(run_claimers(server.url(scheme), tmp_path), path)
+    check(run_claimers(server.url(), tmp_path), path)

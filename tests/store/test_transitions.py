@@ -329,13 +329,14 @@ async def test_reopen_migrates_once_and_custom_table(db: DbSettings) -> None:
             "SELECT name FROM sqlite_master WHERE name LIKE 'render_job%' ORDER BY name", [], "t"
         )
         names = [r[0] for r in rs.rows]
-        rs, _ = await s2._run("PRAGMA user_version", [], "t")
-        assert rs.rows[0][0] == 1
+        rs, _ = await s2._run("SELECT key, value FROM render_job_meta", [], "t")
+        assert rs.rows == [("schema_version", "1")]
     assert names == [
         "render_job_attempts",
         "render_job_ix_cancel_open",
         "render_job_ix_pending",
         "render_job_ix_processing",
+        "render_job_meta",
         "render_job_workers",
         "render_jobs",
     ]
@@ -358,9 +359,12 @@ async def test_shipped_sql_is_what_the_store_creates(tmp_path: Path) -> None:
     assert objects(by_app) == objects(by_store)
 
 
-async def test_libsql_url_form(server: HranaServer) -> None:
-    """`libsql://host:port?tls=0` is the WebSocket transport without TLS (Turso's own form)."""
-    async with await JobStore.open(DbSettings(url=server.url("libsql")), retry=FAST_RETRY) as s:
+@pytest.mark.parametrize("form", ["libsql", "ws"])
+async def test_other_url_forms_reach_the_http_pipeline(server: HranaServer, form: str) -> None:
+    """`libsql://host:port?tls=0` (Turso's form, TLS off) and `ws://` name the same server's
+    Hrana-over-HTTP endpoint."""
+    url = {"libsql": f"libsql://127.0.0.1:{server.port}?tls=0", "ws": server.url("ws")}[form]
+    async with await JobStore.open(DbSettings(url=url), retry=FAST_RETRY) as s:
         await s.insert(job_id="l", type="ingest", payload=INGEST, now_ms=T0)
         assert (await claim_one(s, "l")).attempt == 1
-    assert server.handshakes >= 1
+    assert server.stats.requests >= 3

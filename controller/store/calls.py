@@ -1,0 +1,121 @@
+"""Every database call of the store goes through here: a deadline, retries, clear errors.
+
+A try whose answer may have been lost (dropped connection, timeout, a 5xx behind a proxy) makes
+the call `ambiguous`: the caller then checks its write against the row instead of trusting the
+retry's answer alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from controller.store.backend import Args, Backend, ResultSet
+from controller.store.errors import StoreError, StoreUnavailable, classify, redact
+
+log = logging.getLogger("audiojob.store")
+
+T = TypeVar("T")
+
+MAX_RETRY_AFTER_SECONDS = 30.0
+"""A server's Retry-After is honoured up to this; longer waits are the caller's to decide."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Capped exponential backoff with jitter; each delay is between half and all of its cap."""
+
+    attempts: int = 6
+    """Tries for network faults, 429/5xx, Turso's BLOCKED and TRANSACTION_* (the first included)."""
+    base_seconds: float = 0.1
+    cap_seconds: float = 2.0
+    busy_attempts: int = 400
+    """Tries for `database is locked`: the file backend gets it at once under contention,
+    and it clears within milliseconds, so it gets many short tries."""
+    busy_base_seconds: float = 0.002
+    busy_cap_seconds: float = 0.05
+
+    def delay(self, tries: int, *, busy: bool) -> float:
+        base, cap = (
+            (self.busy_base_seconds, self.busy_cap_seconds)
+            if busy
+            else (self.base_seconds, self.cap_seconds)
+        )
+        ceiling = min(cap, base * float(2 ** (tries - 1)))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311  # jitter, not crypto
+
+
+class Calls:
+    """Runs calls on one backend with the store's deadline and retry policy."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        retry: RetryPolicy,
+        timeout_seconds: float,
+        where: str,
+        token: str | None,
+    ) -> None:
+        self.backend = backend
+        self._retry = retry
+        self._timeout = timeout_seconds
+        self._where = where
+        self._token = token
+        self.statements = 0
+        """Calls sent (retries included); the benchmark reads it."""
+
+    def __repr__(self) -> str:
+        return f"Calls({self._where!r})"
+
+    def message(self, text: str) -> str:
+        return redact(f"database {self._where}: {text}", self._token)
+
+    async def run(self, sql: str, args: Args, what: str) -> tuple[ResultSet, bool]:
+        return await self.exec(lambda _: self.backend.execute(sql, args), what)
+
+    async def batch(self, stmts: list[tuple[str, Args]], what: str) -> list[ResultSet]:
+        results, _ = await self.exec(lambda _: self.backend.batch(stmts), what)
+        return results
+
+    async def exec(self, call: Callable[[bool], Awaitable[T]], what: str) -> tuple[T, bool]:
+        """Run one database call with a deadline and retries; say if an earlier try may have
+        committed without our hearing back. `call` is told that too, before each try."""
+        tries = 0
+        ambiguous = False
+        started = time.monotonic()
+        while True:
+            tries += 1
+            self.statements += 1
+            try:
+                result = await asyncio.wait_for(call(ambiguous), self._timeout)
+                return result, ambiguous
+            except Exception as e:
+                fault = classify(e)
+                if not fault.transient:
+                    raise StoreError(self.message(f"{what}: {fault.description}")) from None
+                ambiguous = ambiguous or fault.maybe_applied
+                budget = self._retry.busy_attempts if fault.busy else self._retry.attempts
+                if tries >= budget:
+                    spent = time.monotonic() - started
+                    raise StoreUnavailable(
+                        self.message(
+                            f"{what}: gave up after {tries} tries in {spent:.1f} s:"
+                            f" {fault.description}"
+                        )
+                    ) from None
+                if not fault.busy:
+                    log.warning(
+                        "%s", self.message(f"{what}: retrying (try {tries}): {fault.description}")
+                    )
+                if fault.reconnect:
+                    await self.backend.reset()
+                delay = self._retry.delay(tries, busy=fault.busy)
+                if fault.retry_after is not None:
+                    delay = max(delay, min(fault.retry_after, MAX_RETRY_AFTER_SECONDS))
+                await asyncio.sleep(delay)
