@@ -40,7 +40,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.networking.error_backoffs = [1, 2, 5, 10, 20, 30]
 
     config = load_settings()
-    store = await JobStore.open(config.db)
+    store = await JobStore.open(config.db, rules=config.runner.network_rules)
     kube: Kube | None = None
     http: web.AppRunner | None = None
     try:

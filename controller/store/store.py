@@ -41,6 +41,7 @@ from controller.store.models import (
 )
 from controller.store.schema import SCHEMA_VERSION, migrations, rename
 from runner.payloads import PayloadError, parse_payload
+from runner.rules import NetworkRules
 
 log = logging.getLogger("audiojob.store")
 
@@ -274,10 +275,11 @@ def one_line(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def validate_row(row: JobRow) -> ClaimedJob | RejectedJob:
-    """Check a claimed row's type and payload; never raises, whatever the row holds."""
+def validate_row(row: JobRow, rules: NetworkRules | None = None) -> ClaimedJob | RejectedJob:
+    """Check a claimed row's type and payload with the runner's own rules; never raises,
+    whatever the row holds."""
     try:
-        return ClaimedJob(row=row, payload=parse_payload(row.type, row.payload))
+        return ClaimedJob(row=row, payload=parse_payload(row.type, row.payload, rules=rules))
     except PayloadError as e:
         return RejectedJob(row=row, error=one_line(str(e)))
     except Exception as e:  # a payload model bug must not stop the claim loop
@@ -288,9 +290,15 @@ class JobStore:
     """Async access to the job table; build once with `open`, close once with `close`."""
 
     def __init__(
-        self, backend: Backend, db: DbSettings, retry: RetryPolicy, token: str | None
+        self,
+        backend: Backend,
+        db: DbSettings,
+        retry: RetryPolicy,
+        token: str | None,
+        rules: NetworkRules | None = None,
     ) -> None:
         self._backend = backend
+        self._rules = rules
         self._db = db
         self._retry = retry
         self._token = token
@@ -305,8 +313,11 @@ class JobStore:
         return f"JobStore({self._where!r}, table={self._db.table!r})"
 
     @classmethod
-    async def open(cls, db: DbSettings, *, retry: RetryPolicy | None = None) -> JobStore:
-        """Build the client once, switch a file database to WAL, and migrate the schema."""
+    async def open(
+        cls, db: DbSettings, *, retry: RetryPolicy | None = None, rules: NetworkRules | None = None
+    ) -> JobStore:
+        """Build the client once, switch a file database to WAL, and migrate the schema.
+        `rules` are the address rules claimed payloads are checked with."""
         token = db.auth_token.get_secret_value() if db.auth_token else split_url(db.url)[1]
         try:
             backend = await open_backend(db.url, token)
@@ -317,7 +328,7 @@ class JobStore:
                     f"cannot open the database {describe_url(db.url)}: {fault.description}", token
                 )
             ) from None
-        store = cls(backend, db, retry or RetryPolicy(), token)
+        store = cls(backend, db, retry or RetryPolicy(), token, rules)
         try:
             if db.url.startswith("file:"):
                 # WAL lets readers run beside the one writer, and is remembered by the file.
@@ -494,7 +505,7 @@ class JobStore:
         jobs: list[ClaimedJob] = []
         rejected: list[RejectedJob] = []
         for row in ordered:
-            checked = validate_row(row)
+            checked = validate_row(row, self._rules)
             if isinstance(checked, ClaimedJob):
                 jobs.append(checked)
             else:
