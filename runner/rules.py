@@ -48,7 +48,6 @@ REFUSED_NETWORKS: tuple[tuple[Network, str], ...] = (
     (_N("240.0.0.0/4"), "a reserved address"),
     (_N("::/128"), "an unspecified address"),
     (_N("::1/128"), "a loopback address"),
-    (_N("::ffff:0:0/96"), "an IPv4-mapped address"),
     (_N("64:ff9b:1::/48"), "a private (local NAT64) address"),
     (_N("100::/64"), "a reserved (discard) address"),
     (_N("2001::/23"), "a reserved (IETF protocol) address"),
@@ -58,7 +57,8 @@ REFUSED_NETWORKS: tuple[tuple[Network, str], ...] = (
     (_N("fec0::/10"), "a reserved (site-local) address"),
     (_N("ff00::/8"), "a multicast address"),
 )
-"""Never fetched from unless allowed; also the `except` list of the chart's egress policy."""
+"""Never fetched from unless allowed; also the `except` list of the chart's egress policy.
+IPv4-mapped, NAT64 and 6to4 addresses are judged by the IPv4 address inside (`unwrap`)."""
 
 _NAT64 = _N("64:ff9b::/96")
 _DEFAULT_PORTS = {"http": 80, "https": 443}

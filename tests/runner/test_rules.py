@@ -3,6 +3,7 @@ payload the same verdict and the same sentence, and the rules themselves read as
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 
@@ -89,8 +90,10 @@ def test_cluster_networks_are_refused_even_when_public() -> None:
 def test_every_refused_range_is_refused_and_allowlists_open_exactly_what_they_name() -> None:
     rules = NetworkRules()
     for net, reason in REFUSED_NETWORKS:
-        if str(net) != "::ffff:0:0/96":  # mapped addresses are judged by the IPv4 inside
-            assert rules.refusal(net[1] if net.num_addresses > 1 else net[0], 80) == reason
+        assert rules.refusal(net[1] if net.num_addresses > 1 else net[0], 80) == reason
+    # Mapped, NAT64 and 6to4 addresses are judged by the IPv4 address inside them.
+    for wrapped in ("::ffff:10.0.0.1", "64:ff9b::a00:1", "2002:a00:1::1"):
+        assert rules.refusal(ipaddress.ip_address(wrapped), 80) == "a private address"
     narrow = NetworkRules.parse("10.1.0.0/16, minio.storage.svc:9000")
     assert narrow.refusal(literal_address("10.1.2.3"), 80) is None  # type: ignore[arg-type]
     assert narrow.refusal(literal_address("10.2.0.1"), 80) == "a private address"  # type: ignore[arg-type]
