@@ -164,3 +164,51 @@ def test_the_download_child_may_start_no_program(tmp_path: Path) -> None:
         [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout
     assert "may not start programs (subprocess.Popen)" in out
+
+
+def hls_stream(tmp_path: Path, media: Media, segment_base: str) -> tuple[bytes, dict[str, bytes]]:
+    """A real HLS stream of the tone (ffmpeg's segmenter): the playlist, with segment URLs
+    under `segment_base`, and the segments by name."""
+    out = tmp_path / "hls"
+    out.mkdir()
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(media.tone), "-c:a", "aac", "-f", "hls",
+         "-hls_time", "2", "-hls_list_size", "0", "-hls_base_url", segment_base + "/",
+         str(out / "list.m3u8")],
+        check=True, timeout=120,
+    )  # fmt: skip
+    segments = {p.name: p.read_bytes() for p in out.glob("*.ts")}
+    assert len(segments) >= 2
+    return (out / "list.m3u8").read_bytes(), segments
+
+
+HLS = "application/vnd.apple.mpegurl"
+
+
+def test_hls_fragments_come_through_the_native_downloader_without_ffmpeg(
+    runner: Runner, http_server: MediaServer, media: Media, tmp_path: Path
+) -> None:
+    playlist, segments = hls_stream(tmp_path, media, http_server.base + "/seg")
+    for name, body in segments.items():
+        http_server.serve(f"/seg/{name}", Route(body, "video/mp2t"))
+    url = http_server.serve("/list.m3u8", Route(playlist, HLS))
+    run = runner.run("ingest", {"url": url, "format": "mp3"})
+    assert run.code == 0, run.message
+    assert 5 < run.result["duration"] < 7
+    assert all(http_server.routes[f"/seg/{n}"].hits == 1 for n in segments)
+
+
+def test_hls_fragments_on_a_refused_address_are_caught(
+    runner: Runner, http_server: MediaServer, media: Media, tmp_path: Path
+) -> None:
+    with media_server("127.0.0.2") as inside:
+        playlist, segments = hls_stream(tmp_path, media, inside.base + "/seg")
+        for name, body in segments.items():
+            inside.serve(f"/seg/{name}", Route(body, "video/mp2t"))
+        url = http_server.serve("/list.m3u8", Route(playlist, HLS))
+        run = runner.run("ingest", {"url": url})
+        assert run.code == 65, run.message
+        assert run.message["error"] == refused(
+            url, "it led to 127.0.0.2, a loopback address", "127.0.0.2"
+        )
+        assert sum(r.hits for r in inside.routes.values()) == 0
