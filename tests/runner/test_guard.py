@@ -212,3 +212,19 @@ def test_hls_fragments_on_a_refused_address_are_caught(
             url, "it led to 127.0.0.2, a loopback address", "127.0.0.2"
         )
         assert sum(r.hits for r in inside.routes.values()) == 0
+
+
+def test_a_playlist_of_local_files_is_refused_not_rendered(
+    runner: Runner, media: Media, out_dir: Path, tmp_path: Path
+) -> None:
+    """A playlist naming files on the output volume (other jobs' audio) is not followed."""
+    playlist, segments = hls_stream(tmp_path, media, str(out_dir / "private"))
+    (out_dir / "private").mkdir()
+    for name, body in segments.items():
+        (out_dir / "private" / name).write_bytes(body)
+    (out_dir / "evil.mp3").write_bytes(playlist)
+    run = runner.run("save", {"input": "evil.mp3"})
+    assert run.code == 65
+    assert run.message["error"] == (
+        "input 'evil.mp3' is a hls playlist, not an audio file; it is not followed (permanent)"
+    )
