@@ -48,9 +48,10 @@ class Guard:
         self.rules = rules
         self.refused: AddressRefused | None = None
         """The first refusal, kept because a library may flatten the exception to text."""
-        self._last_host: str | None = None
         self._allowed_pairs: set[tuple[str, int]] = set()
-        self._inside = threading.local()
+        # Per thread (fragments may download in parallel): whether the guard itself is
+        # resolving, and the name the thread last resolved, which its next connect is for.
+        self._thread = threading.local()
 
     def install(self) -> None:
         sys.addaudithook(self._hook)
@@ -61,7 +62,7 @@ class Guard:
         return found or self.refused
 
     def _hook(self, event: str, args: tuple[Any, ...]) -> None:
-        if getattr(self._inside, "busy", False):
+        if getattr(self._thread, "busy", False):
             return  # the guard's own lookups
         if event == "socket.getaddrinfo":
             self._resolving(args[0], args[1])
@@ -79,7 +80,7 @@ class Guard:
         name = host.decode(errors="replace") if isinstance(host, bytes) else host
         if not isinstance(name, str) or not name:
             return
-        self._last_host = name
+        self._thread.last_host = name
         number = int(port) if isinstance(port, int | str) and str(port).isdigit() else None
         if number is not None and self.rules.allows_endpoint(name, number):
             # An allowed host:port: whatever it resolves to may be connected to on that port.
@@ -87,20 +88,20 @@ class Guard:
                 self._allowed_pairs.add((str(ip), number))
 
     def _lookup(self, host: str, port: int) -> Iterable[IPAddress]:
-        self._inside.busy = True
+        self._thread.busy = True
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError:
             return []
         finally:
-            self._inside.busy = False
+            self._thread.busy = False
         return [unwrap(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])) for info in infos]
 
     def _connecting(self, address: tuple[Any, ...]) -> None:
         host, port = str(address[0]), int(address[1])
         try:
             ips = [unwrap(ipaddress.ip_address(host.split("%", 1)[0]))]
-            name = self._last_host or host
+            name = getattr(self._thread, "last_host", None) or host
         except ValueError:
             ips, name = list(self._lookup(host, port)), host  # connect() given a name
         for ip in ips:
