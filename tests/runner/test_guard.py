@@ -228,3 +228,52 @@ def test_a_playlist_of_local_files_is_refused_not_rendered(
     assert run.message["error"] == (
         "input 'evil.mp3' is a hls playlist, not an audio file; it is not followed (permanent)"
     )
+
+
+HANDLER_PROBE = """
+import json, sys
+sys.modules["curl_cffi"] = None
+from runner.guard import AddressRefused, Guard
+from runner.rules import NetworkRules
+from runner.errors import exception_chain
+Guard(sys.argv[1], NetworkRules()).install()
+import yt_dlp  # noqa: F401 - registers the request handlers
+from yt_dlp.networking import Request
+from yt_dlp.networking.common import _REQUEST_HANDLERS
+
+class Quiet:
+    def debug(self, msg): pass
+    warning = error = stdout = stderr = info = debug
+
+verdicts = {}
+for key, handler in _REQUEST_HANDLERS.items():
+    for url in sys.argv[1:]:
+        if url.split(":")[0] not in handler._SUPPORTED_URL_SCHEMES:
+            continue
+        try:
+            handler(logger=Quiet(), timeout=5).send(Request(url)).read()
+            verdicts[f"{key} {url}"] = "fetched"
+        except Exception as e:
+            refused = any(isinstance(x, AddressRefused) for x in exception_chain(e))
+            verdicts[f"{key} {url}"] = "refused" if refused else repr(e)
+print(json.dumps(verdicts))
+"""
+
+
+def test_every_request_handler_of_yt_dlp_is_guarded(tone_server: MediaServer) -> None:
+    """Each handler yt-dlp has here (urllib, requests; curl_cffi is never loaded), each scheme
+    it speaks that reaches the network, through the handler's own connection code."""
+    urls = [
+        tone_server.base + "/tone.wav",
+        f"http://localhost:{tone_server.port}/tone.wav",
+        f"ftp://127.0.0.1:{tone_server.port}/tone.wav",
+    ]
+    out = subprocess.run(
+        [sys.executable, "-c", HANDLER_PROBE, *urls],
+        cwd=REPO, capture_output=True, text=True, timeout=RUN_DEADLINE, check=True,
+    ).stdout  # fmt: skip
+    verdicts = json.loads(out)
+    assert {key.split()[0] for key in verdicts} == {"Urllib", "Requests"}
+    assert len(verdicts) == 5  # requests speaks no ftp
+    assert set(verdicts.values()) == {"refused"}, verdicts
+    assert tone_server.routes["/tone.wav"].hits == 0
