@@ -40,7 +40,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.networking.error_backoffs = [1, 2, 5, 10, 20, 30]
 
     config = load_settings()
-    store = await JobStore.open(config.db, rules=config.runner.network_rules)
+    store = await JobStore.open(config.db)
+    store.payload_rules = config.runner.network_rules
     kube: Kube | None = None
     http: web.AppRunner | None = None
     try:

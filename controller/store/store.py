@@ -289,16 +289,14 @@ def validate_row(row: JobRow, rules: NetworkRules | None = None) -> ClaimedJob |
 class JobStore:
     """Async access to the job table; build once with `open`, close once with `close`."""
 
+    payload_rules: NetworkRules | None = None
+    """The address rules claimed payloads are checked with: the ones job pods get (set once
+    after `open` from the controller's settings; None = no allowlist)."""
+
     def __init__(
-        self,
-        backend: Backend,
-        db: DbSettings,
-        retry: RetryPolicy,
-        token: str | None,
-        rules: NetworkRules | None = None,
+        self, backend: Backend, db: DbSettings, retry: RetryPolicy, token: str | None
     ) -> None:
         self._backend = backend
-        self._rules = rules
         self._db = db
         self._retry = retry
         self._token = token
@@ -313,11 +311,8 @@ class JobStore:
         return f"JobStore({self._where!r}, table={self._db.table!r})"
 
     @classmethod
-    async def open(
-        cls, db: DbSettings, *, retry: RetryPolicy | None = None, rules: NetworkRules | None = None
-    ) -> JobStore:
-        """Build the client once, switch a file database to WAL, and migrate the schema.
-        `rules` are the address rules claimed payloads are checked with."""
+    async def open(cls, db: DbSettings, *, retry: RetryPolicy | None = None) -> JobStore:
+        """Build the client once, switch a file database to WAL, and migrate the schema."""
         token = db.auth_token.get_secret_value() if db.auth_token else split_url(db.url)[1]
         try:
             backend = await open_backend(db.url, token)
@@ -328,7 +323,7 @@ class JobStore:
                     f"cannot open the database {describe_url(db.url)}: {fault.description}", token
                 )
             ) from None
-        store = cls(backend, db, retry or RetryPolicy(), token, rules)
+        store = cls(backend, db, retry or RetryPolicy(), token)
         try:
             if db.url.startswith("file:"):
                 # WAL lets readers run beside the one writer, and is remembered by the file.
@@ -505,7 +500,7 @@ class JobStore:
         jobs: list[ClaimedJob] = []
         rejected: list[RejectedJob] = []
         for row in ordered:
-            checked = validate_row(row, self._rules)
+            checked = validate_row(row, self.payload_rules)
             if isinstance(checked, ClaimedJob):
                 jobs.append(checked)
             else:

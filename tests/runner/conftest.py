@@ -175,25 +175,24 @@ class _Server(ThreadingHTTPServer):
     routes: dict[str, Route]
 
 
+@pytest.fixture
+def http_server() -> Iterator[MediaServer]:
+    with media_server("127.0.0.1") as served:
+        yield served
+
+
 @contextlib.contextmanager
-def media_server(address: str = "127.0.0.1") -> Iterator[MediaServer]:
-    server = _Server((address, 0), _Handler)
+def media_server(host: str) -> Iterator[MediaServer]:
+    """The misbehaving server on `host` (the real node's pods reach its bridge address)."""
+    server = _Server((host, 0), _Handler)
     server.routes = {}
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     host, port = server.server_address[:2]
-    try:
-        yield MediaServer(base=f"http://{host!s}:{port}", routes=server.routes)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-
-
-@pytest.fixture
-def http_server() -> Iterator[MediaServer]:
-    with media_server() as server:
-        yield server
+    yield MediaServer(base=f"http://{host!s}:{port}", routes=server.routes)
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
 
 
 # --- running the runner as a pod would ----------------------------------------------------------

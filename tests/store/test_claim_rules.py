@@ -58,8 +58,8 @@ async def test_refused_rows_fail_at_claim_with_the_runners_sentence(store: JobSt
 
 
 async def test_an_allowed_network_is_claimed(db: DbSettings) -> None:
-    rules = NetworkRules.parse("10.96.0.0/12")
-    async with await JobStore.open(db, retry=FAST_RETRY, rules=rules) as store:
+    async with await JobStore.open(db, retry=FAST_RETRY) as store:
+        store.payload_rules = NetworkRules.parse("10.96.0.0/12")
         await store.insert(job_id="minio", type="ingest", payload={"url": "http://10.96.0.9/a"})
         await store.insert(job_id="other", type="ingest", payload={"url": "http://10.0.0.9/a"})
         claim = await store.claim(worker_id="w", limit=10)
