@@ -44,6 +44,8 @@ def build_job(
         {"name": c.ENV_OUTPUT, "value": runner.output},
         # The runner cannot read its pod's grace period; it needs it to time SIGKILL.
         {"name": "AUDIOJOB_GRACE_SECONDS", "value": str(settings.timeouts.cancel_grace_seconds)},
+        # The address rules the controller applied at claim; the runner applies them again.
+        *({"name": k, "value": v} for k, v in runner.network_env().items() if v),
         {"name": c.ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {
             "name": c.ENV_POD_NAMESPACE,

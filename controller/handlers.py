@@ -41,6 +41,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
     config = load_settings()
     store = await JobStore.open(config.db)
+    store.payload_rules = config.runner.network_rules
     kube: Kube | None = None
     http: web.AppRunner | None = None
     try:

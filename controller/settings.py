@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runner.payloads import JOB_TYPES
+from runner.rules import ENV_ALLOWED_NETWORKS, ENV_CLUSTER_NETWORKS, NetworkRules
 
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -114,6 +115,36 @@ class RunnerSettings(BaseModel):
     """Extra annotations on job pods (the tests use this to steer simulated kwok pods)."""
     ttl_seconds_after_finished: int = Field(10 * 60, ge=0)
     """Set on a finished Job only after its outcome is recorded in the row."""
+    allowed_networks: str = ""
+    """Comma-separated CIDRs, addresses and host:port that jobs may fetch from although they
+    are not public (e.g. an in-cluster MinIO). Applied at claim to literal addresses and given
+    to job pods as `AUDIOJOB_ALLOWED_NETWORKS` (see `runner/rules.py`). Default: none."""
+    cluster_networks: str = ""
+    """Comma-separated CIDRs of the cluster's pod and service networks, refused like private
+    ranges even where they are public addresses; given to pods as `AUDIOJOB_CLUSTER_NETWORKS`."""
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _allowed(cls, value: str) -> str:
+        NetworkRules.parse(allowed=value)
+        return value
+
+    @field_validator("cluster_networks")
+    @classmethod
+    def _cluster(cls, value: str) -> str:
+        NetworkRules.parse(cluster=value)
+        return value
+
+    @property
+    def network_rules(self) -> NetworkRules:
+        return NetworkRules.parse(self.allowed_networks, self.cluster_networks)
+
+    def network_env(self) -> dict[str, str]:
+        """The rules as the runner reads them."""
+        return {
+            ENV_ALLOWED_NETWORKS: self.allowed_networks,
+            ENV_CLUSTER_NETWORKS: self.cluster_networks,
+        }
 
     def resources_for(self, job_type: str) -> Resources:
         return self.resources.get(job_type, Resources())

@@ -7,6 +7,7 @@ message written, and the exit code from the design (0, 65, 75, 143).
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -25,7 +26,7 @@ from runner.contract import (
 )
 from runner.errors import RunnerError, Terminated
 from runner.ingest import run_ingest
-from runner.job import JobEnv, Workspace
+from runner.job import ENV_TERMINATION_LOG, JobEnv, Workspace
 from runner.outputs import open_location
 from runner.payloads import IngestPayload, PayloadError, parse_payload
 from runner.progress import Progress
@@ -36,7 +37,7 @@ log = logging.getLogger("runner")
 
 
 def run_job(env: JobEnv, ws: Workspace) -> dict[str, Any]:
-    payload = parse_payload(env.job_type, env.payload)
+    payload = parse_payload(env.job_type, env.payload, rules=env.network_rules)
     if isinstance(payload, IngestPayload):
         return run_ingest(payload, ws)
     return run_render(payload, ws)
@@ -64,7 +65,8 @@ def execute(env: JobEnv) -> tuple[TerminationMessage, int]:
         )
         return FailureMessage(ok=False, error=text, kind="transient"), EXIT_TERMINATED
     except PayloadError as e:
-        return FailureMessage(ok=False, error=f"{e} (permanent)", kind="permanent"), EXIT_PERMANENT
+        # The very sentence the controller writes when it refuses the row at claim.
+        return FailureMessage(ok=False, error=str(e), kind="permanent"), EXIT_PERMANENT
     except RunnerError as e:
         return FailureMessage(ok=False, error=e.sentence, kind=e.kind), e.exit_code
     except Exception as e:
@@ -107,7 +109,10 @@ def main() -> NoReturn:
         env = JobEnv.from_environ()
     except RunnerError as e:
         # Without a valid environment there is no job; the default path still tells the kubelet.
-        fallback = JobEnv.from_environ({})
+        # (A termination log set for a run outside a pod is still honoured.)
+        fallback = JobEnv.from_environ(
+            {ENV_TERMINATION_LOG: os.environ.get(ENV_TERMINATION_LOG, "")}
+        )
         write_termination_message(
             FailureMessage(ok=False, error=f"{e} (permanent)", kind="permanent"),
             fallback.termination_log,

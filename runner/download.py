@@ -6,7 +6,8 @@ cannot be killed. A child in its own process group can be: SIGTERM ends it (Pyth
 action), SIGKILL ends it for sure, and anything yt-dlp starts goes with it. It still uses
 the Python API, for progress hooks and structured errors, and talks to the runner in JSON
 lines on stdout: `progress`, then `done` or `error` (already classified, since the exception
-objects live here).
+objects live here). Every connection it makes is checked by the address guard
+(`runner/guard.py`), installed before yt-dlp is imported.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import RunnerError, classify_download_failure, short_url
+from runner.guard import Guard
+from runner.rules import NetworkRules
 
 PROGRESS_EVERY = 0.25  # seconds between progress lines; the reporter throttles further
 
@@ -90,6 +93,13 @@ def download(url: str, dest: Path, *, max_bytes: int, socket_timeout: float) -> 
         "file_access_retries": 0,
         "restrictfilenames": True,
         "overwrites": True,
+        # Nothing is handed to an external program (ffmpeg would fetch HLS/DASH URLs itself,
+        # out of the guard's sight): yt-dlp's own downloaders for every protocol, no fixups
+        # (the runner's own ffmpeg, restricted to local files, transcodes afterwards).
+        "external_downloader": {"default": "native"},
+        "hls_prefer_native": True,
+        "fixup": "never",
+        "ffmpeg_location": str(dest / "no-ffmpeg"),
     }
     with YoutubeDL(options) as ydl:
         info = ydl.extract_info(url, download=True)
@@ -124,6 +134,10 @@ def _no_file_reason(url: str, said: list[str]) -> RunnerError:
 def main(argv: list[str]) -> int:
     request = json.loads(argv[1])
     url = str(request["url"])
+    guard = Guard(url, NetworkRules.from_env())
+    guard.install()
+    # curl_cffi (optional in yt-dlp) connects from C, where the guard cannot see; never load it.
+    sys.modules["curl_cffi"] = None  # type: ignore[assignment]
     try:
         result = download(
             url,
@@ -131,10 +145,14 @@ def main(argv: list[str]) -> int:
             max_bytes=int(request["max_bytes"]),
             socket_timeout=float(request["socket_timeout"]),
         )
-    except RunnerError as e:
-        emit("error", message=e.sentence, kind=e.kind)
-        return 1
     except Exception as e:
+        refused = guard.refusal_in(e)
+        if refused is not None:
+            emit("error", message=str(refused), kind="permanent")
+            return 1
+        if isinstance(e, RunnerError):
+            emit("error", message=e.sentence, kind=e.kind)
+            return 1
         failure = classify_download_failure(e, url)
         emit("error", message=failure.sentence, kind=failure.kind)
         return 1

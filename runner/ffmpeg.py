@@ -14,6 +14,12 @@ from runner.errors import PermanentError, RunnerError, Terminated
 
 PROBE_TIMEOUT = 60.0  # seconds; a probe reads headers only, anything slower is a broken file
 
+# ffmpeg reads only the local file it is given: a "media file" that is really a playlist
+# would otherwise make it fetch URLs from inside the cluster, past the address guard.
+LOCAL_ONLY = ("-protocol_whitelist", "file")
+# Playlist formats name other files or URLs; an audio input is never one of them.
+PLAYLIST_FORMATS = frozenset({"hls", "concat", "dash", "ffmetadata"})
+
 
 @dataclass(frozen=True)
 class MediaInfo:
@@ -28,8 +34,8 @@ class MediaInfo:
 def probe(path: Path, *, label: str) -> MediaInfo:
     """What ffprobe sees in `path`; PermanentError when it is not readable media at all."""
     argv = [
-        "ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
-        str(path),
+        "ffprobe", "-v", "error", *LOCAL_ONLY, "-print_format", "json", "-show_format",
+        "-show_streams", str(path),
     ]  # fmt: skip
     proc = procs.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -48,6 +54,11 @@ def probe(path: Path, *, label: str) -> MediaInfo:
     data = json.loads(out or b"{}")
     fmt = data.get("format", {})
     audio = next((s for s in data.get("streams", []) if s.get("codec_type") == "audio"), None)
+    if PLAYLIST_FORMATS & set(str(fmt.get("format_name", "")).split(",")):
+        raise PermanentError(
+            f"{label} is a {fmt['format_name']} playlist, not an audio file; "
+            "it is not followed (permanent)"
+        )
     duration = _float(fmt.get("duration"))
     if audio is not None and duration is None:
         duration = _float(audio.get("duration"))
@@ -83,7 +94,8 @@ def transcode(
     label: str,
 ) -> None:
     """Run `ffmpeg <args>`, reporting the fraction done from its -progress output."""
-    argv = ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-progress", "pipe:1", "-y", *args]
+    inputs = [a for arg in args for a in ((*LOCAL_ONLY, arg) if arg == "-i" else (arg,))]
+    argv = ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-progress", "pipe:1", "-y", *inputs]
     with log_path.open("wb") as log_file:
         proc = procs.spawn(argv, stdout=subprocess.PIPE, stderr=log_file)
         try:

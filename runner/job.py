@@ -23,6 +23,7 @@ from runner.contract import (
 from runner.errors import PermanentError
 from runner.outputs import DirectoryLocation, S3Location
 from runner.progress import Progress
+from runner.rules import NetworkRules
 from runner.signals import DEFAULT_GRACE_SECONDS
 
 # Runner-only settings, beyond the design's contract; all optional.
@@ -50,10 +51,15 @@ class JobEnv:
     max_download_bytes: int
     socket_timeout: float
     termination_log: Path
+    network_rules: NetworkRules
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str] | None = None) -> JobEnv:
         env = os.environ if env is None else env
+        try:
+            rules = NetworkRules.from_env(env)
+        except ValueError as e:
+            raise PermanentError(f"{e} (permanent)") from None
         return cls(
             job_id=env.get(ENV_ID, "") or "unnamed",
             job_type=env.get(ENV_TYPE, ""),
@@ -67,6 +73,7 @@ class JobEnv:
             ),
             socket_timeout=_number(env, ENV_SOCKET_TIMEOUT, DEFAULT_SOCKET_TIMEOUT, float),
             termination_log=Path(env.get(ENV_TERMINATION_LOG, "") or TERMINATION_LOG),
+            network_rules=rules,
         )
 
     @property

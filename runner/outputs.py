@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from runner.contract import ErrorKind
 from runner.errors import PermanentError, RunnerError, classify_os_error, exception_chain
+from runner.rules import path_refusal
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -29,14 +30,12 @@ class Location(Protocol):
 
 
 def safe_key(ref: str) -> str:
-    """A relative key with no way out of the location (`..`, absolute paths, empty parts)."""
-    path = PurePosixPath(ref)
-    if path.is_absolute() or not path.parts or any(p in ("..", ".", "") for p in path.parts):
-        raise PermanentError(
-            f"input {ref[:200]!r} must be a relative path inside the output location "
-            "(no leading /, no ..) or an s3:// URL (permanent)"
-        )
-    return str(path)
+    """A relative key with no way out of the location; the rule is the one the controller
+    applies at claim (`runner.rules.path_refusal`), checked again where the file is opened."""
+    problem = path_refusal(ref)
+    if problem is not None:
+        raise PermanentError(problem)
+    return ref
 
 
 class DirectoryLocation:

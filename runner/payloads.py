@@ -1,5 +1,6 @@
 """Typed payloads, one model per job type, shared by the store (validation at claim time)
-and the runner (validation before any work).
+and the runner (validation before any work). Both also apply the rules of `runner/rules.py`
+(addresses a job may fetch from, input paths), so a row gets one verdict and one sentence.
 
 The edit list is a small, ordered list of operations applied to the input audio. Its JSON
 Schema is published at `runner/edits.schema.json` (regenerate with
@@ -12,6 +13,8 @@ import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from runner.rules import NetworkRules, path_refusal, url_refusal
 
 JobType = Literal["ingest", "preview", "save"]
 JOB_TYPES: tuple[JobType, ...] = ("ingest", "preview", "save")
@@ -132,8 +135,11 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(parts) + more
 
 
-def parse_payload(job_type: str, raw: str | None) -> Payload:
-    """Validate a row's type and payload text, or raise PayloadError with a clear sentence."""
+def parse_payload(job_type: str, raw: str | None, *, rules: NetworkRules | None = None) -> Payload:
+    """Validate a row's type and payload text, or raise PayloadError with a clear sentence.
+
+    `rules` are the address rules in force (default: nothing allowed beyond the public
+    internet); literal addresses they refuse fail here, names are left to the runner."""
     model = PAYLOAD_MODELS.get(job_type)
     if model is None:
         shown = job_type if len(job_type) <= 40 else job_type[:40] + "…"
@@ -151,9 +157,16 @@ def parse_payload(job_type: str, raw: str | None) -> Payload:
     if not isinstance(data, dict):
         raise PayloadError(f"payload must be a JSON object, got {type(data).__name__}")
     try:
-        return model.model_validate(data)
+        payload = model.model_validate(data)
     except ValidationError as e:
         raise PayloadError(f"invalid {job_type} payload: {_describe(e)}") from None
+    if isinstance(payload, IngestPayload):
+        problem = url_refusal(payload.url, rules or NetworkRules())
+    else:
+        problem = path_refusal(payload.input)
+    if problem is not None:
+        raise PayloadError(problem)
+    return payload
 
 
 def edits_json_schema() -> dict[str, Any]:

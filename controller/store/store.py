@@ -36,6 +36,7 @@ from controller.store.models import (
 )
 from controller.store.schema import migrate, rename
 from runner.payloads import PayloadError, parse_payload
+from runner.rules import NetworkRules
 
 log = logging.getLogger("audiojob.store")
 
@@ -245,10 +246,11 @@ def one_line(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def validate_row(row: JobRow) -> ClaimedJob | RejectedJob:
-    """Check a claimed row's type and payload; never raises, whatever the row holds."""
+def validate_row(row: JobRow, rules: NetworkRules | None = None) -> ClaimedJob | RejectedJob:
+    """Check a claimed row's type and payload with the runner's own rules; never raises,
+    whatever the row holds."""
     try:
-        return ClaimedJob(row=row, payload=parse_payload(row.type, row.payload))
+        return ClaimedJob(row=row, payload=parse_payload(row.type, row.payload, rules=rules))
     except PayloadError as e:
         return RejectedJob(row=row, error=one_line(str(e)))
     except Exception as e:  # a payload model bug must not stop the claim loop
@@ -257,6 +259,10 @@ def validate_row(row: JobRow) -> ClaimedJob | RejectedJob:
 
 class JobStore:
     """Async access to the job table; build once with `open`, close once with `close`."""
+
+    payload_rules: NetworkRules | None = None
+    """The address rules claimed payloads are checked with: the ones job pods get (set once
+    after `open` from the controller's settings; None = no allowlist)."""
 
     def __init__(
         self, backend: Backend, db: DbSettings, retry: RetryPolicy, token: str | None
@@ -421,7 +427,7 @@ class JobStore:
         jobs: list[ClaimedJob] = []
         rejected: list[RejectedJob] = []
         for row in ordered:
-            checked = validate_row(row)
+            checked = validate_row(row, self.payload_rules)
             if isinstance(checked, ClaimedJob):
                 jobs.append(checked)
             else:

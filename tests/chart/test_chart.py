@@ -53,6 +53,7 @@ FULL_VALUES = [
     "outputVolume.storageClassName=standard",
     "image.tag=0.1.1",
     "controller.logLevel=DEBUG",
+    "runner.allowedNetworks={10.20.0.0/16,minio.storage.svc:9000}",
 ]
 
 RUNNER_SA = "audiojob-runner"

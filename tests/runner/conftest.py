@@ -3,6 +3,7 @@ a helper that runs `python -m runner` as the pod would, reading back its termina
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_DEADLINE = 180  # seconds; a runner that hangs fails the test instead of the suite
+LOOPBACK_ALLOWED = "127.0.0.1/32"
 
 
 def ffmpeg(*args: str) -> None:
@@ -103,6 +105,7 @@ class Route:
     declared_length: int | None = None  # a Content-Length that may lie
     chunk: int = 0  # > 0: send in chunks of this size...
     delay: float = 0.0  # ...with this pause between them
+    location: str = ""  # with a 3xx status: where it redirects
     hits: int = 0
 
 
@@ -110,6 +113,10 @@ class Route:
 class MediaServer:
     base: str
     routes: dict[str, Route] = field(default_factory=dict)
+
+    @property
+    def port(self) -> int:
+        return int(self.base.rsplit(":", 1)[1])
 
     def serve(self, path: str, route: Route) -> str:
         self.routes[path] = route
@@ -134,6 +141,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(404)
             return
         route.hits += 1
+        if route.location:
+            self.send_response(route.status)
+            self.send_header("Location", route.location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if route.status != 200:
             self.send_error(route.status)
             return
@@ -164,7 +177,14 @@ class _Server(ThreadingHTTPServer):
 
 @pytest.fixture
 def http_server() -> Iterator[MediaServer]:
-    server = _Server(("127.0.0.1", 0), _Handler)
+    with media_server("127.0.0.1") as served:
+        yield served
+
+
+@contextlib.contextmanager
+def media_server(host: str) -> Iterator[MediaServer]:
+    """The misbehaving server on `host` (the real node's pods reach its bridge address)."""
+    server = _Server((host, 0), _Handler)
     server.routes = {}
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -222,6 +242,10 @@ class Runner:
             AUDIOJOB_TERMINATION_LOG=str(self.tmp / "termination-log"),
             TMPDIR=str(scratch),
             PYTHONPATH=str(REPO),
+            # The test servers listen on loopback, which job pods may not fetch from by
+            # default; the tests allow it the way an operator would. `test_guard.py` runs
+            # with the default instead (pass AUDIOJOB_ALLOWED_NETWORKS="").
+            AUDIOJOB_ALLOWED_NETWORKS=LOOPBACK_ALLOWED,
         )
         env.update(extra)
         return env

@@ -104,3 +104,108 @@ Database env vars, from the Secret.
       key: auth-token
       optional: true
 {{- end }}
+
+{{/*
+Runner resources per job type, from the Kubernetes-shaped values to the controller's
+AUDIOJOB_RUNNER__RESOURCES format. A request left out takes the controller's default; a limit
+left out is no limit, as in a container spec.
+*/}}
+{{- define "audiojob-operator.runnerResources" -}}
+{{- $out := dict }}
+{{- range $type, $r := .Values.runner.resources }}
+{{- $req := $r.requests | default dict }}
+{{- $lim := $r.limits | default dict }}
+{{- $one := dict "cpu_limit" (get $lim "cpu" | default nil) "memory_limit" (get $lim "memory" | default nil) }}
+{{- with get $req "cpu" }}{{ $_ := set $one "cpu_request" (toString .) }}{{ end }}
+{{- with get $req "memory" }}{{ $_ := set $one "memory_request" (toString .) }}{{ end }}
+{{- with get $lim "cpu" }}{{ $_ := set $one "cpu_limit" (toString .) }}{{ end }}
+{{- with get $lim "memory" }}{{ $_ := set $one "memory_limit" (toString .) }}{{ end }}
+{{- $_ := set $out $type $one }}
+{{- end }}
+{{- $out | toJson }}
+{{- end }}
+
+{{/*
+Egress to the public internet: everything except the ranges the runner's address guard refuses
+(runner/rules.py REFUSED_NETWORKS; a test keeps the two lists equal) and the cluster's own
+networks. Takes a dict with "root" (the chart context) and "ports" (a list, or empty for all).
+*/}}
+{{- define "audiojob-operator.publicEgress" -}}
+{{- $v4 := list "0.0.0.0/8" "10.0.0.0/8" "100.64.0.0/10" "127.0.0.0/8" "169.254.0.0/16" "172.16.0.0/12" "192.0.0.0/24" "192.0.2.0/24" "192.168.0.0/16" "198.18.0.0/15" "198.51.100.0/24" "203.0.113.0/24" "224.0.0.0/4" "240.0.0.0/4" }}
+{{- $v6 := list "::/128" "::1/128" "64:ff9b:1::/48" "100::/64" "2001::/23" "2001:db8::/32" "fc00::/7" "fe80::/10" "fec0::/10" "ff00::/8" }}
+{{- range .root.Values.runner.clusterNetworks }}
+{{- if contains ":" . }}{{ $v6 = append $v6 . }}{{ else }}{{ $v4 = append $v4 . }}{{ end }}
+{{- end -}}
+- to:
+    - ipBlock:
+        cidr: 0.0.0.0/0
+        except:
+          {{- toYaml $v4 | nindent 10 }}
+    - ipBlock:
+        cidr: ::/0
+        except:
+          {{- toYaml $v6 | nindent 10 }}
+  {{- with .ports }}
+  ports:
+    {{- range . }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+  {{- end }}
+{{- end }}
+
+{{/*
+Egress to the cluster DNS.
+*/}}
+{{- define "audiojob-operator.dnsEgress" -}}
+- to:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: {{ .Values.networkPolicy.dns.namespace }}
+      podSelector:
+        matchLabels:
+          {{- toYaml .Values.networkPolicy.dns.podLabels | nindent 10 }}
+  ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{- end }}
+
+{{/*
+Egress to given CIDRs on given TCP ports; with no CIDRs, to any address on those ports.
+*/}}
+{{- define "audiojob-operator.cidrEgress" -}}
+- ports:
+    {{- range .ports }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+  {{- with .cidrs }}
+  to:
+    {{- range . }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+  {{- end }}
+{{- end }}
+
+{{/*
+Egress to the Kubernetes API: its CIDRs when given, else any address on its ports (the API
+endpoint is usually not a pod, so no selector can name it).
+*/}}
+{{- define "audiojob-operator.apiServerEgress" -}}
+{{- include "audiojob-operator.cidrEgress" .Values.networkPolicy.apiServer }}
+{{- end }}
+
+{{/*
+Egress to the database: its CIDRs when given, else any public address on its ports.
+*/}}
+{{- define "audiojob-operator.databaseEgress" -}}
+{{- $db := .Values.networkPolicy.database }}
+{{- if $db.cidrs }}
+{{- include "audiojob-operator.cidrEgress" $db }}
+{{- else }}
+{{- include "audiojob-operator.publicEgress" (dict "root" . "ports" $db.ports) }}
+{{- end }}
+{{- end }}
