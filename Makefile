@@ -7,7 +7,7 @@ CACHE ?= $(HOME)/.cache/audiojob-operator
 export AUDIOJOB_CACHE := $(CACHE)
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: help venv system-deps binaries test test-fast lint typecheck check demo cluster-up cluster-down bench clean
+.PHONY: help venv system-deps binaries node test test-fast lint typecheck check demo cluster-up cluster-down bench clean
 
 help:
 	@echo "make demo         run the controller on a local control plane with sample jobs"
@@ -34,7 +34,12 @@ system-deps:
 binaries:
 	bash devcluster/build-binaries.sh
 
-test: venv system-deps binaries
+# The real node (devcluster/node/): containerd, runc and iptables from apt when missing, the
+# kubelet, the CNI plugins and the pause program, cached beside the other binaries.
+node:
+	bash devcluster/build-binaries.sh --node
+
+test: venv system-deps binaries node
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # Offline tiers only (no control plane): unit, store, runner.

@@ -3,6 +3,7 @@ a helper that runs `python -m runner` as the pod would, reading back its termina
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -164,7 +165,14 @@ class _Server(ThreadingHTTPServer):
 
 @pytest.fixture
 def http_server() -> Iterator[MediaServer]:
-    server = _Server(("127.0.0.1", 0), _Handler)
+    with media_server("127.0.0.1") as served:
+        yield served
+
+
+@contextlib.contextmanager
+def media_server(host: str) -> Iterator[MediaServer]:
+    """The misbehaving server on `host` (the real node's pods reach its bridge address)."""
+    server = _Server((host, 0), _Handler)
     server.routes = {}
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

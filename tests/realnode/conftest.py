@@ -1,0 +1,227 @@
+"""Helpers for tests on the real node: pods placed on it, and the host PIDs behind them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+
+from devcluster.controlplane import LocalCluster
+from devcluster.node import RealNode
+from devcluster.node.cgroups import CgroupTree
+from runner.payloads import JOB_TYPES
+from tests.chart.test_chart import RUNNER_SA, installed
+from tests.e2e.conftest import Controller, Rows
+from tests.helpers import wait_for
+from tests.runner.conftest import MediaServer, Route, media_server
+
+__all__ = ["installed"]  # the chart by helm: the runner's service account, RBAC and policy
+# The image's runner user (Dockerfile).
+RUNNER_UID = 10001
+
+
+def pause_pod(node: RealNode, *, name: str = "") -> dict[str, Any]:
+    """A pod running only the node's pause program: namespaces, cgroups and a pod IP, no image
+    beyond what the node brings itself."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name or f"pause-{uuid.uuid4().hex[:6]}"},
+        "spec": {
+            **node.placement(),
+            "automountServiceAccountToken": False,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {"name": "pause", "image": node.pause_image, "imagePullPolicy": "Never"}
+            ],
+        },
+    }
+
+
+def run_pod(
+    core_v1: kubernetes.client.CoreV1Api, namespace: str, manifest: dict[str, Any]
+) -> tuple[Any, float]:
+    """Create the pod and wait until it runs; returns it and how long that took (seconds)."""
+    t0 = time.monotonic()
+    core_v1.create_namespaced_pod(namespace, manifest)
+    name = manifest["metadata"]["name"]
+    pod = wait_for(
+        lambda: (p := core_v1.read_namespaced_pod(name, namespace)).status.phase == "Running" and p,
+        timeout=120,
+        interval=0.1,
+        message=f"pod {name} Running on the real node",
+    )
+    return pod, time.monotonic() - t0
+
+
+def pod_pids(uid: str) -> set[int]:
+    """Host PIDs of every process in the pod (its cgroup under the node's tree)."""
+    pids: set[int] = set()
+    for root in CgroupTree().paths():
+        for d in root.rglob(f"pod{uid}"):
+            for procs in d.rglob("cgroup.procs"):
+                pids |= {int(p) for p in procs.read_text().split()}
+    return pids
+
+
+# --- the mission on real pods: a media server pods can reach, an output volume, a controller --
+
+
+@pytest.fixture
+def node_media_server(realnode: RealNode) -> Iterator[MediaServer]:
+    """tests/runner's misbehaving media server, on the bridge address pods reach."""
+    with media_server(realnode.network.gateway) as served:
+        yield served
+
+
+@dataclass(frozen=True)
+class OutputVolume:
+    claim: str
+    host_dir: Path
+
+
+@pytest.fixture
+def output_volume(cluster: LocalCluster, namespace: str, tmp_path: Path) -> Iterator[OutputVolume]:
+    """A PVC bound to a hostPath PV: what the runner writes lands in `host_dir`."""
+    host_dir = tmp_path / "output"
+    host_dir.mkdir()
+    os.chown(host_dir, RUNNER_UID, RUNNER_UID)
+    pv = f"output-{namespace}"
+    manifest = [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": pv},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": str(host_dir), "type": "Directory"},
+                "claimRef": {"namespace": namespace, "name": "output"},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "output", "namespace": namespace},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "volumeName": pv,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    ]
+    cluster.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps({"kind": "List", "apiVersion": "v1", "items": manifest}),
+    )
+    yield OutputVolume(claim="output", host_dir=host_dir)
+    cluster.kubectl("delete", "pv", pv, "--wait=false", check=False)
+
+
+@pytest.fixture
+def real_controller(
+    realnode: RealNode,
+    namespace: str,
+    installed: str,
+    output_volume: OutputVolume,
+    tmp_path: Path,
+) -> Iterator[Controller]:
+    """The controller process (on the host) running its jobs as real pods on the real node,
+    with the chart's runner identity (service account, RBAC, admission policy) and the image
+    from `make image`. Call `.start()` (extra settings as keyword arguments) in the test."""
+    from devcluster.image import image_name  # the image half of issue 11
+
+    require_app_image(realnode)
+    assert realnode.cluster is not None
+    placement = realnode.placement()
+    ctl = Controller(
+        realnode.cluster,
+        namespace,
+        tmp_path / "jobs.db",
+        tmp_path / "controller.log",
+        env={
+            "AUDIOJOB_RUNNER__IMAGE": image_name(),
+            "AUDIOJOB_RUNNER__IMAGE_PULL_POLICY": "Never",
+            "AUDIOJOB_RUNNER__SERVICE_ACCOUNT": RUNNER_SA,
+            "AUDIOJOB_RUNNER__NODE_SELECTOR": json.dumps(placement["nodeSelector"]),
+            "AUDIOJOB_RUNNER__TOLERATIONS": json.dumps(placement["tolerations"]),
+            "AUDIOJOB_RUNNER__OUTPUT_VOLUME_CLAIM": output_volume.claim,
+            # Two cores shared with everything else: small requests so a few pods fit.
+            "AUDIOJOB_RUNNER__RESOURCES": json.dumps(
+                {t: {"cpu_request": "50m", "memory_request": "64Mi"} for t in JOB_TYPES}
+            ),
+        },
+    )
+    yield ctl
+    if ctl.proc is not None:
+        ctl.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def rows(tmp_path: Path) -> Rows:
+    return Rows(tmp_path / "jobs.db")
+
+
+def require_app_image(node: RealNode) -> None:
+    """Fail (never skip) with one sentence when `make image` has not put the image there."""
+    from devcluster.image import image_name  # the image half of issue 11
+
+    wanted = f"docker.io/library/{image_name()}"
+    if wanted not in node.containerd.images():
+        pytest.fail(
+            f"the real node has no image {wanted}: run `make image` before the real-node tests",
+            pytrace=False,
+        )
+
+
+def node_processes(comm: str) -> list[int]:
+    """Host PIDs of processes named `comm` anywhere in the real node's cgroup tree (pods and
+    the daemons alike)."""
+    found = []
+    tree = CgroupTree().name
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if (proc / "comm").read_text().strip() == comm and (
+                f"/{tree}/" in (proc / "cgroup").read_text()
+            ):
+                found.append(int(proc.name))
+        except OSError:
+            continue  # gone meanwhile
+    return found
+
+
+@pytest.fixture(scope="session")
+def long_audio(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """Ten minutes of mp3, cheap to make, whose ingest (decode, loudness normalisation,
+    encode) keeps ffmpeg busy for many seconds."""
+    out = tmp_path_factory.mktemp("long") / "long.mp3"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi",
+         "-i", "sine=frequency=220:sample_rate=22050:duration=600",
+         "-ac", "1", "-b:a", "32k", str(out)],
+        check=True, timeout=120,
+    )  # fmt: skip
+    return out.read_bytes()
+
+
+@pytest.fixture
+def long_source(node_media_server: MediaServer, long_audio: bytes) -> str:
+    """The URL pods fetch the long mp3 from."""
+    return node_media_server.serve("/long.mp3", Route(body=long_audio, content_type="audio/mpeg"))
