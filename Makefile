@@ -51,9 +51,9 @@ image: venv binaries
 test: venv system-deps binaries node image
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-# Offline tiers only (no control plane): unit, store, runner.
+# Offline tiers only (no control plane, no real containers): unit, store, runner.
 test-fast: venv system-deps
-	$(PY) -m pytest -q -m "not cluster" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not cluster and not realnode" $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
