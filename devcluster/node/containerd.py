@@ -93,6 +93,16 @@ state = "{self.state / "state"}"
         """Import a docker-archive or OCI tarball (named by its RepoTags / ref annotation)."""
         self.ctr("images", "import", str(archive), timeout=900)
 
+    def prune_replaced_images(self) -> None:
+        """Drop images that a re-import replaced: the CRI plugin keeps each image also under
+        its ID (`sha256:…`), which keeps an old build's layers after its name moved on."""
+        lines = self.ctr("images", "ls").stdout.splitlines()[1:]
+        refs = [(w[0], w[2]) for w in (line.split() for line in lines) if len(w) > 2]
+        named = {digest for ref, digest in refs if not ref.startswith("sha256:")}
+        stale = [ref for ref, digest in refs if ref.startswith("sha256:") and digest not in named]
+        if stale:
+            self.ctr("images", "rm", "--sync", *stale, timeout=300)
+
     def remove_workloads(self) -> list[str]:
         """Kill and delete every task and container (pods the kubelet did not get to stop),
         so the next start's CRI plugin recovers nothing. Images stay."""

@@ -203,6 +203,7 @@ class RealNode:
                 continue
             ctrd.import_archive(archive)
             mark.write_text(key)
+            ctrd.prune_replaced_images()
 
     # -- internals --------------------------------------------------------------
     def _drain(self) -> list[str]:
