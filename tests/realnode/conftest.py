@@ -161,6 +161,8 @@ def real_controller(
             "AUDIOJOB_RUNNER__NODE_SELECTOR": json.dumps(placement["nodeSelector"]),
             "AUDIOJOB_RUNNER__TOLERATIONS": json.dumps(placement["tolerations"]),
             "AUDIOJOB_RUNNER__OUTPUT_VOLUME_CLAIM": output_volume.claim,
+            # Sources on this machine's bridge are private addresses (the runner's SSRF guard).
+            "AUDIOJOB_RUNNER__ALLOWED_NETWORKS": f"{realnode.network.gateway}/32",
             # Two cores shared with everything else: small requests so a few pods fit.
             "AUDIOJOB_RUNNER__RESOURCES": json.dumps(
                 {t: {"cpu_request": "50m", "memory_request": "64Mi"} for t in JOB_TYPES}
