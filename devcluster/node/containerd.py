@@ -8,6 +8,7 @@ containerd (/run/containerd, /var/lib/containerd).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -170,3 +171,34 @@ def _tar(files: dict[str, tuple[bytes, int]]) -> bytes:
             info.size, info.mode, info.mtime = len(data), mode, 0
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+def content_key(archive: Path) -> str:
+    """The archive's content key: the `.key` file `make image` writes beside it, else its size
+    and modification time (archives are replaced, never rewritten in place)."""
+    for key in (archive.with_suffix(".key"), archive.with_name(archive.name + ".key")):
+        if key.exists():
+            return key.read_text().strip()
+    st = archive.stat()
+    return f"{st.st_size}-{st.st_mtime_ns}"
+
+
+def archive_refs(archive: Path) -> set[str]:
+    """The image names a docker-archive declares (empty when it declares none)."""
+    with tarfile.open(archive) as tar, contextlib.suppress(KeyError):
+        manifest = tar.extractfile("manifest.json")
+        if manifest is not None:
+            return {
+                normalise(t) for entry in json.load(manifest) for t in entry.get("RepoTags") or []
+            }
+    return set()
+
+
+def normalise(ref: str) -> str:
+    """Docker's short names as containerd stores them (`app:dev` → docker.io/library/app:dev)."""
+    first = ref.split("/", 1)[0]
+    if "/" not in ref:
+        return f"docker.io/library/{ref}"
+    if "." not in first and ":" not in first and first != "localhost":
+        return f"docker.io/{ref}"
+    return ref

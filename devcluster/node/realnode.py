@@ -13,7 +13,6 @@ node needs makes `start()` raise `NodeUnavailable` with one sentence naming it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -22,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import kubernetes
 
@@ -34,9 +33,10 @@ from devcluster.controlplane import (
     wait_while_running,
 )
 from devcluster.node.cgroups import CgroupTree, NodeUnavailable, require_cgroup_v1_memory
-from devcluster.node.containerd import Containerd, pause_archive
+from devcluster.node.containerd import Containerd, archive_refs, content_key, pause_archive
 from devcluster.node.hoststate import HostState, mounts_under, remove_tree, unmount_all
 from devcluster.node.kubelet import TAINT_KEY, Kubelet
+from devcluster.node.lock import MachineLock
 from devcluster.node.network import PodNetwork
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 WORK = CACHE / "run" / "realnode"
 RUNTIME_STATE = Path("/run/audiojob-operator/containerd")
-LOCK = CACHE / "realnode.lock"
+MACHINE = MachineLock(CACHE / "realnode.lock")
 IMAGES = CACHE / "images"
 CNI_PLUGINS = ("bridge", "host-local", "loopback")
 TOOLS = ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptables", "ip")
@@ -88,7 +88,7 @@ class RealNode:
     startup_timeout: float = 180.0
     lock_timeout: float = 600.0
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    _lock: IO[str] | None = None
+    _locked: bool = False
 
     @property
     def cgroups(self) -> CgroupTree:
@@ -119,7 +119,14 @@ class RealNode:
     # -- lifecycle --------------------------------------------------------------
     def start(self) -> RealNode:
         preflight(kubelet=self.cluster is not None)
-        self._acquire_lock()
+        if _ACTIVE:
+            # The lock is per open file: waiting for it here would wait for ourselves.
+            raise RuntimeError(
+                "this process already runs a real node (or its containerd alone): stop that "
+                "one first, only one can run on a machine"
+            )
+        MACHINE.acquire(self.lock_timeout)
+        self._locked = True
         try:
             clean_up_after_crash()
             self._start()
@@ -170,7 +177,7 @@ class RealNode:
     def stop(self) -> None:
         """Stop everything the node started and put the host back; raises RuntimeError listing
         what could not be cleaned up."""
-        if self._lock is None:
+        if not self._locked:
             return  # never started (or already stopped): whatever runs is not ours to stop
         errors: list[str] = []
         if self in _ACTIVE:
@@ -185,7 +192,8 @@ class RealNode:
         if self.cluster is not None:
             with contextlib.suppress(Exception):
                 kubernetes.client.CoreV1Api(self.cluster.api_client()).delete_node(self.name)
-        self._release_lock()
+        self._locked = False
+        MACHINE.release()
         if errors:
             raise RuntimeError("the real node did not stop cleanly: " + "; ".join(errors))
 
@@ -197,8 +205,8 @@ class RealNode:
         marks = ctrd.root / "imported"
         marks.mkdir(parents=True, exist_ok=True)
         for archive in dict.fromkeys(archives):
-            mark, key = marks / archive.name, _content_key(archive)
-            names = _archive_refs(archive)
+            mark, key = marks / archive.name, content_key(archive)
+            names = archive_refs(archive)
             if names and names <= have and mark.exists() and mark.read_text() == key:
                 continue
             ctrd.import_archive(archive)
@@ -259,35 +267,13 @@ class RealNode:
             predicate, what, procs=self.procs, log=self.log, timeout=self.startup_timeout
         )
 
-    def _acquire_lock(self) -> None:
-        LOCK.parent.mkdir(parents=True, exist_ok=True)
-        lock = LOCK.open("a+")
-        deadline = time.monotonic() + self.lock_timeout
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    lock.close()
-                    holder = LOCK.read_text().strip() or "another process"
-                    raise NodeUnavailable(
-                        f"another real node is running on this machine ({holder} holds "
-                        f"{LOCK}) and only one kubelet can run at a time"
-                    ) from None
-                time.sleep(1)
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"pid {os.getpid()}")
-        lock.flush()
-        self._lock = lock
-
-    def _release_lock(self) -> None:
-        if self._lock is not None:
-            self._lock.truncate(0)
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
-            self._lock = None
+    def abandon(self) -> None:
+        """Forget the node without stopping anything, as a crash of this process would: its
+        processes, mounts and chains stay, for the next start to clean up."""
+        _ACTIVE.remove(self)
+        self.procs.clear()
+        self._locked = False
+        MACHINE.release()
 
 
 # The nodes this process runs (at most one: the lock), for `containerd_running`.
@@ -349,39 +335,6 @@ def tear_down(*, pids: dict[str, int], ctrd: Containerd | None) -> list[str]:
     if not errors:
         errors += remove_tree(WORK)
     return errors
-
-
-def _content_key(archive: Path) -> str:
-    """The archive's content key: the `.key` file `make image` writes beside it, else its size
-    and modification time (archives are replaced, never rewritten in place)."""
-    for key in (archive.with_suffix(".key"), archive.with_name(archive.name + ".key")):
-        if key.exists():
-            return key.read_text().strip()
-    st = archive.stat()
-    return f"{st.st_size}-{st.st_mtime_ns}"
-
-
-def _archive_refs(archive: Path) -> set[str]:
-    """The image names a docker-archive declares (empty when it declares none)."""
-    import tarfile
-
-    with tarfile.open(archive) as tar, contextlib.suppress(KeyError):
-        manifest = tar.extractfile("manifest.json")
-        if manifest is not None:
-            return {
-                _normalise(t) for entry in json.load(manifest) for t in entry.get("RepoTags") or []
-            }
-    return set()
-
-
-def _normalise(ref: str) -> str:
-    """Docker's short names as containerd stores them (`app:dev` → docker.io/library/app:dev)."""
-    first = ref.split("/", 1)[0]
-    if "/" not in ref:
-        return f"docker.io/library/{ref}"
-    if "." not in first and ":" not in first and first != "localhost":
-        return f"docker.io/{ref}"
-    return ref
 
 
 def leftovers() -> list[str]:

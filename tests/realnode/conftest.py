@@ -19,6 +19,8 @@ import pytest
 from devcluster.controlplane import LocalCluster
 from devcluster.node import RealNode
 from devcluster.node.cgroups import CgroupTree
+from devcluster.node.hoststate import HostState
+from devcluster.node.realnode import MACHINE, leftovers
 from runner.payloads import JOB_TYPES
 from tests.chart.test_chart import RUNNER_SA, installed
 from tests.e2e.conftest import Controller, Rows
@@ -28,6 +30,16 @@ from tests.runner.conftest import MediaServer, Route, media_server
 __all__ = ["installed"]  # the chart by helm: the runner's service account, RBAC and policy
 # The image's runner user (Dockerfile).
 RUNNER_UID = 10001
+
+
+@pytest.fixture
+def machine(cluster: LocalCluster) -> Iterator[HostState]:
+    """This machine with no real node on it, kept that way by holding the node lock (another
+    process's node would otherwise come and go during the test); yields its host state."""
+    cluster.stop_real_node()
+    with MACHINE.held():
+        assert leftovers() == []
+        yield HostState.capture()
 
 
 def pause_pod(node: RealNode, *, name: str = "") -> dict[str, Any]:

@@ -31,11 +31,9 @@ def start(cluster: LocalCluster) -> tuple[RealNode, float]:
 
 
 def test_start_and_stop_twice_leave_nothing_behind(
-    cluster: LocalCluster, core_v1: kubernetes.client.CoreV1Api, namespace: str
+    cluster: LocalCluster, machine: HostState, core_v1: kubernetes.client.CoreV1Api, namespace: str
 ) -> None:
-    cluster.stop_real_node()
-    assert leftovers() == []
-    before = HostState.capture()
+    before = machine
     for round_ in (1, 2):
         node, took = start(cluster)
         pod, latency = run_pod(core_v1, namespace, pause_pod(node))
@@ -77,10 +75,9 @@ def test_kwok_nodes_stay_for_scripted_pods(
 
 
 def test_a_dead_kubelet_still_leaves_nothing_behind(
-    cluster: LocalCluster, core_v1: kubernetes.client.CoreV1Api, namespace: str
+    cluster: LocalCluster, machine: HostState, core_v1: kubernetes.client.CoreV1Api, namespace: str
 ) -> None:
-    cluster.stop_real_node()
-    before = HostState.capture()
+    before = machine
     node, _ = start(cluster)
     pod, _ = run_pod(core_v1, namespace, pause_pod(node))
     os.kill(node.procs["kubelet"].pid, signal.SIGKILL)
@@ -92,17 +89,15 @@ def test_a_dead_kubelet_still_leaves_nothing_behind(
 
 
 def test_a_crashed_run_is_cleaned_up_by_the_next_start(
-    cluster: LocalCluster, core_v1: kubernetes.client.CoreV1Api, namespace: str
+    cluster: LocalCluster, machine: HostState, core_v1: kubernetes.client.CoreV1Api, namespace: str
 ) -> None:
     """The process that started a node dies without stopping it (its processes, mounts and
     chains stay); the next start undoes all of it first."""
-    cluster.stop_real_node()
-    before = HostState.capture()
+    before = machine
     node, _ = start(cluster)
     run_pod(core_v1, namespace, pause_pod(node))
     # What a crash leaves: the daemons and pods running, the lock released by the kernel.
-    node.procs.clear()
-    node._release_lock()
+    node.abandon()
     cluster.node = None
     assert leftovers() != []
     node, _ = start(cluster)
@@ -119,7 +114,11 @@ def test_a_crashed_run_is_cleaned_up_by_the_next_start(
     ],
 )
 def test_a_missing_piece_fails_with_one_sentence(
-    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], missing: str
+    cluster: LocalCluster,
+    machine: HostState,
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    missing: str,
 ) -> None:
     for k, v in env.items():
         monkeypatch.setenv(k, v)
