@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +18,14 @@ from devcluster.node import RealNode
 from devcluster.node.cgroups import CgroupTree
 from devcluster.node.hoststate import HostState
 from devcluster.node.realnode import MACHINE, leftovers
-from runner.payloads import JOB_TYPES
+from devcluster.realjobs import RUNNER_UID, OutputVolume, create_output_volume, runner_env
 from tests.chart.test_chart import RUNNER_SA, installed
 from tests.e2e.conftest import Controller, Rows
 from tests.helpers import wait_for
 from tests.runner.conftest import MediaServer, Route, media_server
 
-__all__ = ["installed"]  # the chart by helm: the runner's service account, RBAC and policy
-# The image's runner user (Dockerfile).
-RUNNER_UID = 10001
+# `installed`: the chart by helm (the runner's service account, RBAC and policy).
+__all__ = ["RUNNER_UID", "OutputVolume", "installed"]
 
 
 @pytest.fixture
@@ -96,53 +92,12 @@ def node_media_server(realnode: RealNode) -> Iterator[MediaServer]:
         yield served
 
 
-@dataclass(frozen=True)
-class OutputVolume:
-    claim: str
-    host_dir: Path
-
-
 @pytest.fixture
 def output_volume(cluster: LocalCluster, namespace: str, tmp_path: Path) -> Iterator[OutputVolume]:
     """A PVC bound to a hostPath PV: what the runner writes lands in `host_dir`."""
-    host_dir = tmp_path / "output"
-    host_dir.mkdir()
-    os.chown(host_dir, RUNNER_UID, RUNNER_UID)
-    pv = f"output-{namespace}"
-    manifest = [
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": pv},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "hostPath": {"path": str(host_dir), "type": "Directory"},
-                "claimRef": {"namespace": namespace, "name": "output"},
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "output", "namespace": namespace},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "",
-                "volumeName": pv,
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    ]
-    cluster.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=json.dumps({"kind": "List", "apiVersion": "v1", "items": manifest}),
-    )
-    yield OutputVolume(claim="output", host_dir=host_dir)
-    cluster.kubectl("delete", "pv", pv, "--wait=false", check=False)
+    volume = create_output_volume(cluster, namespace=namespace, host_dir=tmp_path / "output")
+    yield volume
+    cluster.kubectl("delete", "pv", volume.pv, "--wait=false", check=False)
 
 
 @pytest.fixture
@@ -156,30 +111,14 @@ def real_controller(
     """The controller process (on the host) running its jobs as real pods on the real node,
     with the chart's runner identity (service account, RBAC, admission policy) and the image
     from `make image`. Call `.start()` (extra settings as keyword arguments) in the test."""
-    from devcluster.image import image_name  # the image half of issue 11
-
     require_app_image(realnode)
     assert realnode.cluster is not None
-    placement = realnode.placement()
     ctl = Controller(
         realnode.cluster,
         namespace,
         tmp_path / "jobs.db",
         tmp_path / "controller.log",
-        env={
-            "AUDIOJOB_RUNNER__IMAGE": image_name(),
-            "AUDIOJOB_RUNNER__IMAGE_PULL_POLICY": "Never",
-            "AUDIOJOB_RUNNER__SERVICE_ACCOUNT": RUNNER_SA,
-            "AUDIOJOB_RUNNER__NODE_SELECTOR": json.dumps(placement["nodeSelector"]),
-            "AUDIOJOB_RUNNER__TOLERATIONS": json.dumps(placement["tolerations"]),
-            "AUDIOJOB_RUNNER__OUTPUT_VOLUME_CLAIM": output_volume.claim,
-            # Sources on this machine's bridge are private addresses (the runner's SSRF guard).
-            "AUDIOJOB_RUNNER__ALLOWED_NETWORKS": f"{realnode.network.gateway}/32",
-            # Two cores shared with everything else: small requests so a few pods fit.
-            "AUDIOJOB_RUNNER__RESOURCES": json.dumps(
-                {t: {"cpu_request": "50m", "memory_request": "64Mi"} for t in JOB_TYPES}
-            ),
-        },
+        env=runner_env(node=realnode, claim=output_volume.claim, service_account=RUNNER_SA),
     )
     yield ctl
     if ctl.proc is not None:
