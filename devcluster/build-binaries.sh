@@ -27,6 +27,11 @@ CACHE=${AUDIOJOB_CACHE:-$HOME/.cache/audiojob-operator}
 BIN=$CACHE/bin
 K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 ALL_BINS=("${K8S_BINS[@]}" etcd kwok helm keda-operator buildkitd buildctl)
+# The real node's: the kubelet, and the CNI plugins its pod network uses (no portmap: pods here
+# have no host ports, and each plugin left out is host state that cannot leak).
+CNI_PLUGINS=(bridge host-local loopback)
+NODE_BINS=(kubelet "${CNI_PLUGINS[@]/#/cni/}" pause)
+PAUSE_SRC=$(cd "$(dirname "$0")" && pwd)/node/pause.c
 
 # Real CRDs from the Go module proxy, for server-side validation of what the chart renders.
 fetch_crds() {
