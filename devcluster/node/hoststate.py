@@ -30,6 +30,8 @@ SYSCTLS = (
     "vm/overcommit_memory",
     "vm/panic_on_oom",
     "net/ipv4/ip_forward",
+    # Writing ip_forward also sets this to its opposite (inet_forward_change): restored after.
+    "net/ipv4/conf/all/accept_redirects",
     "net/ipv6/conf/all/forwarding",
     "net/bridge/bridge-nf-call-iptables",
     "net/bridge/bridge-nf-call-ip6tables",
