@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from devcluster.image import image_name
+from devcluster.node.cgroups import CgroupTree
 from runner.payloads import JOB_TYPES
 
 if TYPE_CHECKING:
@@ -83,4 +84,41 @@ def create_output_volume(
     ]
     items = {"kind": "List", "apiVersion": "v1", "items": manifest}
     cluster.kubectl("apply", "-f", "-", input=json.dumps(items))
+    # Pods wait in Pending until their claim is bound; bind it before any is created.
+    cluster.kubectl(
+        "wait", f"--namespace={namespace}", f"pvc/{claim}",
+        "--for=jsonpath={.status.phase}=Bound", "--timeout=60s",
+    )  # fmt: skip
     return OutputVolume(claim=claim, pv=pv, host_dir=host_dir)
+
+
+def pod_pids(uid: str) -> set[int]:
+    """Host PIDs of every process in the pod (its cgroup under the node's tree)."""
+    pids: set[int] = set()
+    for root in CgroupTree().paths():
+        for d in root.rglob(f"pod{uid}"):
+            for procs in d.rglob("cgroup.procs"):
+                pids |= {int(p) for p in procs.read_text().split()}
+    return pids
+
+
+def node_processes(comm: str, *, pids: set[int] | None = None) -> list[int]:
+    """Host PIDs of processes named `comm` anywhere in the real node's cgroup tree (pods and
+    the daemons alike), or only among `pids`."""
+    found = []
+    tree = CgroupTree().name
+    candidates = (
+        pids
+        if pids is not None
+        else (int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit())
+    )
+    for pid in candidates:
+        proc = Path("/proc") / str(pid)
+        try:
+            if (proc / "comm").read_text().strip() == comm and (
+                f"/{tree}/" in (proc / "cgroup").read_text()
+            ):
+                found.append(pid)
+        except OSError:
+            continue  # gone meanwhile
+    return found

@@ -15,17 +15,23 @@ import pytest
 
 from devcluster.controlplane import LocalCluster
 from devcluster.node import RealNode
-from devcluster.node.cgroups import CgroupTree
 from devcluster.node.hoststate import HostState
 from devcluster.node.realnode import MACHINE, leftovers
-from devcluster.realjobs import RUNNER_UID, OutputVolume, create_output_volume, runner_env
+from devcluster.realjobs import (
+    RUNNER_UID,
+    OutputVolume,
+    create_output_volume,
+    node_processes,
+    pod_pids,
+    runner_env,
+)
 from tests.chart.test_chart import RUNNER_SA, installed
 from tests.e2e.conftest import Controller, Rows
 from tests.helpers import wait_for
 from tests.runner.conftest import MediaServer, Route, media_server
 
 # `installed`: the chart by helm (the runner's service account, RBAC and policy).
-__all__ = ["RUNNER_UID", "OutputVolume", "installed"]
+__all__ = ["RUNNER_UID", "OutputVolume", "installed", "node_processes", "pod_pids"]
 
 
 @pytest.fixture
@@ -70,16 +76,6 @@ def run_pod(
         message=f"pod {name} Running on the real node",
     )
     return pod, time.monotonic() - t0
-
-
-def pod_pids(uid: str) -> set[int]:
-    """Host PIDs of every process in the pod (its cgroup under the node's tree)."""
-    pids: set[int] = set()
-    for root in CgroupTree().paths():
-        for d in root.rglob(f"pod{uid}"):
-            for procs in d.rglob("cgroup.procs"):
-                pids |= {int(p) for p in procs.read_text().split()}
-    return pids
 
 
 # --- the mission on real pods: a media server pods can reach, an output volume, a controller --
@@ -140,24 +136,6 @@ def require_app_image(node: RealNode) -> None:
             f"the real node has no image {wanted}: run `make image` before the real-node tests",
             pytrace=False,
         )
-
-
-def node_processes(comm: str) -> list[int]:
-    """Host PIDs of processes named `comm` anywhere in the real node's cgroup tree (pods and
-    the daemons alike)."""
-    found = []
-    tree = CgroupTree().name
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if (proc / "comm").read_text().strip() == comm and (
-                f"/{tree}/" in (proc / "cgroup").read_text()
-            ):
-                found.append(int(proc.name))
-        except OSError:
-            continue  # gone meanwhile
-    return found
 
 
 @pytest.fixture(scope="session")
