@@ -25,6 +25,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -183,6 +184,8 @@ def running_buildkitd(*, buildkitd: Path, buildctl: Path, cache: Path) -> Iterat
                 str(buildkitd),
                 f"--root={cache / 'buildkit' / 'root'}",
                 f"--addr={address}",
+                # Its default is /run/buildkit, which would outlive the build.
+                f"--otel-socket-path={RUN_DIR / 'otel-grpc.sock'}",
                 "--oci-worker=true",
                 "--containerd-worker=false",
                 # RUN steps use the host's network (apt and pip); nothing else is exposed.
@@ -211,6 +214,9 @@ def running_buildkitd(*, buildkitd: Path, buildctl: Path, cache: Path) -> Iterat
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        shutil.rmtree(RUN_DIR, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            RUN_DIR.parent.rmdir()  # shared with the real node's containerd: only when empty
 
 
 def main(argv: list[str] | None = None) -> int:
