@@ -224,8 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.parse_args(argv)
     try:
         archive = build_image()
-    except MissingToolError as e:
+    except RuntimeError as e:  # a missing tool, or buildkitd that would not start
         print(f"make image: {e}", file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as e:
+        what = f"{Path(e.cmd[0]).name} failed with exit code {e.returncode}"
+        print(f"make image: {what} (its output is above)", file=sys.stderr)
         return 1
     print(f"{archive.path}\n{archive.ref}")
     return 0
