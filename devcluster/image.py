@@ -112,6 +112,11 @@ def build_image(*, root: Path = ROOT, cache: Path = CACHE) -> ImageArchive:
             print(f"image {archive.ref} is up to date ({archive.path})")
             return archive
         require("runc", package="runc", why="BuildKit runs the Dockerfile's steps in runc")
+        if os.geteuid() != 0:
+            raise MissingToolError(
+                "make image needs root: BuildKit's OCI worker mounts overlay filesystems and "
+                "runs runc as root (rootless BuildKit is not set up here)"
+            )
         t0 = time.monotonic()
         tmp = archive.path.with_suffix(".tar.tmp")
         with running_buildkitd(buildkitd=buildkitd, buildctl=buildctl, cache=cache) as address:
