@@ -7,11 +7,12 @@ CACHE ?= $(HOME)/.cache/audiojob-operator
 export AUDIOJOB_CACHE := $(CACHE)
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: help venv system-deps binaries node-deps test test-fast lint typecheck check demo cluster-up cluster-down bench clean
+.PHONY: help venv system-deps binaries npm-deps node image test test-fast lint typecheck check demo cluster-up cluster-down bench clean
 
 help:
 	@echo "make demo         run the controller on a local control plane with sample jobs"
 	@echo "make test         install everything needed and run the whole test suite"
+	@echo "make image        build the image from the Dockerfile (BuildKit; cached by content)"
 	@echo "make lint         ruff + mypy --strict"
 	@echo "make cluster-up   start the local control plane (kubeconfig path is printed)"
 	@echo "make cluster-down stop it and remove its state"
@@ -35,15 +36,28 @@ binaries:
 	bash devcluster/build-binaries.sh
 
 # @libsql/client for the example app and the Hrana conformance test (needs Node 20+).
-node-deps:
-	bash devcluster/node-deps.sh
+npm-deps:
+	bash devcluster/npm-deps.sh
 
-test: venv system-deps binaries node-deps
+# The real node (devcluster/node/): containerd, runc and iptables from apt when missing, the
+# kubelet, the CNI plugins and the pause program, cached beside the other binaries.
+node:
+	bash devcluster/build-binaries.sh --node
+
+# The image the chart deploys, from the Dockerfile (devcluster/image.py): BuildKit from
+# `binaries`, a Debian python base from mmdebstrap; unchanged inputs return at once.
+image: venv binaries
+	@command -v mmdebstrap >/dev/null && command -v runc >/dev/null || { \
+	  echo "==> apt-get install mmdebstrap runc"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap runc; }
+	$(PY) -m devcluster.image
+
+test: venv system-deps binaries npm-deps node image
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-# Offline tiers only (no control plane): unit, store, runner.
-test-fast: venv system-deps node-deps
-	$(PY) -m pytest -q -m "not cluster" $(PYTEST_ARGS)
+# Offline tiers only (no control plane, no real containers): unit, store, runner.
+test-fast: venv system-deps npm-deps
+	$(PY) -m pytest -q -m "not cluster and not realnode" $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -52,7 +66,7 @@ lint: venv
 
 check: lint test
 
-demo: venv binaries
+demo: venv system-deps binaries node image
 	$(PY) -m devcluster.demo
 
 cluster-up: venv binaries

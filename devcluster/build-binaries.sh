@@ -5,7 +5,12 @@
 #   AUDIOJOB_CACHE        cache root (default ~/.cache/audiojob-operator)
 #   AUDIOJOB_TEST_ASSETS  a directory that already holds the binaries: nothing is built,
 #                         the directory is only checked (like envtest's KUBEBUILDER_ASSETS)
+#
+# With --node it also makes what the real node needs (devcluster/node/): containerd, runc and
+# iptables from apt when missing, the kubelet, the CNI plugins and the static pause program.
 set -euo pipefail
+NODE=0
+[[ ${1:-} == --node ]] && NODE=1
 
 K8S_VERSION=v1.34.4
 ETCD_VERSION=v3.6.16
@@ -14,11 +19,19 @@ HELM_VERSION=v3.21.4
 # CRDs only (the chart's ScaledObject and ServiceMonitor are validated against them).
 KEDA_VERSION=v2.21.0
 PROMETHEUS_OPERATOR_VERSION=v0.85.0
+CNI_VERSION=v1.10.0
+# Builds the project's image from its Dockerfile (make image).
+BUILDKIT_VERSION=v0.34.2
 
 CACHE=${AUDIOJOB_CACHE:-$HOME/.cache/audiojob-operator}
 BIN=$CACHE/bin
 K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
-ALL_BINS=("${K8S_BINS[@]}" etcd kwok helm keda-operator)
+ALL_BINS=("${K8S_BINS[@]}" etcd kwok helm keda-operator buildkitd buildctl)
+# The real node's: the kubelet, and the CNI plugins its pod network uses (no portmap: pods here
+# have no host ports, and each plugin left out is host state that cannot leak).
+CNI_PLUGINS=(bridge host-local loopback)
+NODE_BINS=(kubelet "${CNI_PLUGINS[@]/#/cni/}" pause)
+PAUSE_SRC=$(cd "$(dirname "$0")" && pwd)/node/pause.c
 
 # Real CRDs from the Go module proxy, for server-side validation of what the chart renders.
 fetch_crds() {
@@ -39,6 +52,7 @@ mkdir -p "$CACHE"
 fetch_crds
 
 if [[ -n ${AUDIOJOB_TEST_ASSETS:-} ]]; then
+  (( NODE )) && ALL_BINS+=("${NODE_BINS[@]}")
   for b in "${ALL_BINS[@]}"; do
     [[ -x $AUDIOJOB_TEST_ASSETS/$b ]] || { echo "AUDIOJOB_TEST_ASSETS=$AUDIOJOB_TEST_ASSETS has no executable $b" >&2; exit 1; }
   done
@@ -59,14 +73,17 @@ step() { # step NAME CMD...: run CMD, print how long it took
   echo "    $name took $((SECONDS - t0))s"
 }
 
+# A stamp sits beside its binary: BIN/.kubelet.version, BIN/cni/.bridge.version.
+stamp_file() { echo "$BIN/$(dirname "$1")/.$(basename "$1").version"; }
+
 have() { # have VERSION BIN...: true when every BIN exists and was built for VERSION
   local version=$1; shift
   for b in "$@"; do
-    [[ -x $BIN/$b && "$(cat "$BIN/.$b.version" 2>/dev/null)" == "$version" ]] || return 1
+    [[ -x $BIN/$b && "$(cat "$(stamp_file "$b")" 2>/dev/null)" == "$version" ]] || return 1
   done
 }
 
-stamp() { local version=$1; shift; for b in "$@"; do echo "$version" > "$BIN/.$b.version"; done; }
+stamp() { local version=$1; shift; for b in "$@"; do echo "$version" > "$(stamp_file "$b")"; done; }
 
 build_kubernetes() {
   local w=$CACHE/src/k8s-$K8S_VERSION staging=v0.${K8S_VERSION#v1.}
@@ -91,21 +108,23 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 GO
     go mod tidy
   fi
+  local bins=("$@")
   local minor; minor=$(echo "$K8S_VERSION" | cut -d. -f2)
   local v="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
   v="$v -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
   v="$v -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
   v="$v -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitTreeState=clean"
   v="$v -X k8s.io/component-base/version.buildDate=1970-01-01T00:00:00Z"
-  for c in "${K8S_BINS[@]}"; do
+  for c in "${bins[@]}"; do
     step "go build $c $K8S_VERSION" go build -trimpath -ldflags "-s -w $v" -o "$BIN/$c.tmp" "k8s.io/kubernetes/cmd/$c"
     mv "$BIN/$c.tmp" "$BIN/$c"
   done
-  stamp "$K8S_VERSION" "${K8S_BINS[@]}"
+  stamp "$K8S_VERSION" "${bins[@]}"
 }
 
 build_etcd() {
@@ -124,33 +143,74 @@ build_etcd() {
   stamp "$ETCD_VERSION" etcd
 }
 
-build_keda() {
-  # KEDA's go.mod has replace directives (to other module versions), which `go install
-  # pkg@version` refuses; building inside a copy of the module honours them.
-  local src=$CACHE/src/keda-$KEDA_VERSION dir
+build_in_module_copy() { # NAME MODULE VERSION LDFLAGS BIN=PKG...: go build each PKG as BIN
+  # Modules with replace or exclude directives (KEDA, BuildKit) are refused by `go install
+  # pkg@version`; building inside a copy of the module honours them.
+  local name=$1 module=$2 version=$3 ldflags=$4; shift 4
+  local src=$CACHE/src/$name-$version dir b
   if [[ ! -f $src/go.mod ]]; then
-    dir=$(GOFLAGS= go mod download -json "github.com/kedacore/keda/v2@$KEDA_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+    dir=$(GOFLAGS= go mod download -json "$module@$version" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
     rm -rf "$src" && cp -r "$dir" "$src" && chmod -R u+w "$src"
   fi
   cd "$src"
-  step "go build keda-operator $KEDA_VERSION" env GOFLAGS= go build -trimpath \
-    -ldflags "-s -w -X=github.com/kedacore/keda/v2/version.Version=$KEDA_VERSION" \
-    -o "$BIN/keda-operator.tmp" ./cmd/operator
-  mv "$BIN/keda-operator.tmp" "$BIN/keda-operator"
-  stamp "$KEDA_VERSION" keda-operator
+  for b in "$@"; do
+    step "go build ${b%%=*} $version" env GOFLAGS= go build -trimpath -ldflags "-s -w $ldflags" \
+      -o "$BIN/${b%%=*}.tmp" "${b#*=}"
+    mv "$BIN/${b%%=*}.tmp" "$BIN/${b%%=*}"
+    stamp "$version" "${b%%=*}"
+  done
 }
 
 build_go_install() { # NAME MODULE/PATH VERSION LDFLAGS
   local name=$1 pkg=$2 version=$3 ldflags=${4:-}
-  step "go install $name $version" env GOBIN="$BIN" go install -trimpath -ldflags "-s -w $ldflags" "$pkg@$version"
+  step "go install $name $version" env GOBIN="$BIN/$(dirname "$name")" go install -trimpath -ldflags "-s -w $ldflags" "$pkg@$version"
   stamp "$version" "$name"
 }
 
 t_all=$SECONDS
-have "$K8S_VERSION" "${K8S_BINS[@]}" || build_kubernetes
+have "$K8S_VERSION" "${K8S_BINS[@]}" || build_kubernetes "${K8S_BINS[@]}"
 have "$ETCD_VERSION" etcd || build_etcd
 have "$KWOK_VERSION" kwok || build_go_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"
 have "$HELM_VERSION" helm || build_go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
   "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
-have "$KEDA_VERSION" keda-operator || build_keda
+have "$KEDA_VERSION" keda-operator || build_in_module_copy keda github.com/kedacore/keda/v2 "$KEDA_VERSION" \
+  "-X=github.com/kedacore/keda/v2/version.Version=$KEDA_VERSION" keda-operator=./cmd/operator
+have "$BUILDKIT_VERSION" buildkitd buildctl || build_in_module_copy buildkit github.com/moby/buildkit \
+  "$BUILDKIT_VERSION" "-X github.com/moby/buildkit/version.Version=$BUILDKIT_VERSION" \
+  buildkitd=./cmd/buildkitd buildctl=./cmd/buildctl
+
+# -- the real node -------------------------------------------------------------------------
+node_packages() {
+  local missing=()
+  for c in containerd runc iptables; do command -v "$c" >/dev/null || missing+=("$c"); done
+  (( ${#missing[@]} )) || return 0
+  echo "==> apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+}
+
+build_cni() {
+  mkdir -p "$BIN/cni"
+  local p
+  for p in "${CNI_PLUGINS[@]}"; do
+    local kind=main; [[ $p == host-local ]] && kind=ipam
+    build_go_install "cni/$p" "github.com/containernetworking/plugins/plugins/$kind/$p" "$CNI_VERSION"
+  done
+}
+
+build_pause() {
+  # A static program, so the pause image is one file and needs no base image from a registry.
+  local version; version=$(sha256sum "$PAUSE_SRC" | cut -c1-16)
+  have "$version" pause && return
+  step "gcc pause" gcc -static -Os -s -o "$BIN/pause.tmp" "$PAUSE_SRC"
+  mv "$BIN/pause.tmp" "$BIN/pause"
+  stamp "$version" pause
+}
+
+if (( NODE )); then
+  node_packages
+  have "$K8S_VERSION" kubelet || build_kubernetes kubelet
+  have "$CNI_VERSION" "${CNI_PLUGINS[@]/#/cni/}" || build_cni
+  build_pause
+fi
 echo "binaries ready in $BIN ($((SECONDS - t_all))s)"

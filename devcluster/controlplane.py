@@ -25,12 +25,15 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kubernetes
+
+if TYPE_CHECKING:
+    from devcluster.node.realnode import RealNode
 
 HERE = Path(__file__).resolve().parent
 STAGES = HERE / "kwok-stages.yaml"
@@ -75,7 +78,8 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 
 def make_pki(pki: Path) -> None:
-    """A CA, the apiserver's serving cert, a front-proxy client cert and the SA signing key."""
+    """A CA, the apiserver's serving cert, its client cert for kubelets, a front-proxy client
+    cert and the SA signing key."""
     pki.mkdir(parents=True, exist_ok=True)
     _openssl(
         "req",
@@ -97,49 +101,83 @@ def make_pki(pki: Path) -> None:
         "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,"
         "DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.96.0.1"
     )
-    for name, cn, ext in (
-        ("apiserver", "kube-apiserver", f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n"),
-        ("front-proxy-client", "front-proxy-client", "extendedKeyUsage=clientAuth\n"),
-    ):
-        (pki / f"{name}.ext").write_text(ext)
-        _openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-            "-subj",
-            f"/CN={cn}",
-            cwd=pki,
-        )
-        _openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "3650",
-            "-extfile",
-            f"{name}.ext",
-            "-out",
-            f"{name}.crt",
-            cwd=pki,
-        )
+    sign_cert(
+        pki,
+        "apiserver",
+        subject="/CN=kube-apiserver",
+        extensions=f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n",
+    )
+    sign_cert(pki, "front-proxy-client", subject="/CN=front-proxy-client")
+    # What the apiserver shows a real kubelet for `kubectl logs` and `exec`.
+    sign_cert(pki, "apiserver-kubelet-client", subject="/O=system:masters/CN=kube-apiserver")
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
 
 
-def write_kubeconfig(
-    path: Path, *, server: str, ca_file: Path, token: str, user: str = "user"
+def sign_cert(
+    pki: Path,
+    name: str,
+    *,
+    subject: str,
+    extensions: str = "extendedKeyUsage=clientAuth\n",
+    out_dir: Path | None = None,
 ) -> None:
+    """A key and a certificate for `subject` signed by the CA in `pki`, written as
+    `<name>.key`/`<name>.crt` into `out_dir` (default `pki`)."""
+    out = out_dir or pki
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.ext").write_text(extensions)
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.csr",
+        "-subj",
+        subject,
+        cwd=out,
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        str(pki / "ca.crt"),
+        "-CAkey",
+        str(pki / "ca.key"),
+        "-CAcreateserial",
+        "-CAserial",
+        str(pki / "ca.srl"),
+        "-days",
+        "3650",
+        "-extfile",
+        f"{name}.ext",
+        "-out",
+        f"{name}.crt",
+        cwd=out,
+    )
+
+
+def write_kubeconfig(
+    path: Path,
+    *,
+    server: str,
+    ca_file: Path,
+    token: str = "",
+    user: str = "user",
+    client_cert: tuple[Path, Path] | None = None,
+) -> None:
+    """A kubeconfig authenticating with a bearer token, or with `client_cert` (cert, key)."""
+    credentials: dict[str, str] = {"token": token}
+    if client_cert:
+        credentials = {
+            "client-certificate": str(client_cert[0]),
+            "client-key": str(client_cert[1]),
+        }
     config = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -149,7 +187,7 @@ def write_kubeconfig(
                 "cluster": {"server": server, "certificate-authority": str(ca_file)},
             }
         ],
-        "users": [{"name": user, "user": {"token": token}}],
+        "users": [{"name": user, "user": credentials}],
         "contexts": [{"name": "audiojob", "context": {"cluster": "audiojob", "user": user}}],
         "current-context": "audiojob",
     }
@@ -183,11 +221,14 @@ class LocalCluster:
 
     state_dir: Path | None = None
     nodes: int = 3
+    # Also a real node (containerd + kubelet, devcluster/node/) beside the kwok ones.
+    real_node: bool = False
     startup_timeout: float = 180.0
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     argvs: dict[str, list[str]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     admin_token: str = ""
+    node: RealNode | None = None
     _owns_state_dir: bool = False
 
     # -- paths -----------------------------------------------------------------
@@ -297,6 +338,11 @@ class LocalCluster:
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 "--service-cluster-ip-range=10.96.0.0/24",
                 "--allow-privileged=true",
+                # A real kubelet is reached at its node's IP (there is no DNS for node names),
+                # authenticated by the apiserver's client cert.
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
+                f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
                 # The aggregation layer (for KEDA's external metrics API).
                 f"--requestheader-client-ca-file={pki / 'ca.crt'}",
                 "--requestheader-allowed-names=front-proxy-client",
@@ -371,8 +417,31 @@ class LocalCluster:
                 core.create_node(fake_node(f"kwok-node-{i}"))  # type: ignore[arg-type]
         self._wait(lambda: self._nodes_ready(core), "kwok nodes Ready")
         self._wait(lambda: self._default_sa(core), "the default ServiceAccount")
+        if self.real_node:
+            self.start_real_node()
+
+    def start_real_node(self) -> RealNode:
+        """Start the real node (once); raises NodeUnavailable saying what this machine lacks."""
+        from devcluster.node.realnode import RealNode
+
+        if self.node is None:
+            node = RealNode(cluster=self, startup_timeout=self.startup_timeout)
+            node.start()
+            self.node = node
+        return self.node
+
+    def stop_real_node(self) -> None:
+        node, self.node = self.node, None
+        if node is not None:
+            node.stop()
 
     def stop(self) -> None:
+        try:
+            self.stop_real_node()
+        finally:
+            self._stop_control_plane()
+
+    def _stop_control_plane(self) -> None:
         for name in reversed(list(self.procs)):
             _terminate(self.procs[name])
         self.procs.clear()
@@ -428,19 +497,9 @@ class LocalCluster:
         (self.root / "state.json").write_text(json.dumps(state, indent=2))
 
     def _wait(self, predicate: Any, what: str) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            for name, proc in self.procs.items():
-                if proc.poll() is not None:
-                    tail = self.log(name).read_text(errors="replace")[-3000:]
-                    raise RuntimeError(
-                        f"{name} exited with {proc.returncode} while waiting for {what}:\n{tail}"
-                    )
-            with contextlib.suppress(Exception):
-                if predicate():
-                    return
-            time.sleep(0.2)
-        raise TimeoutError(f"timed out after {self.startup_timeout:.0f}s waiting for {what}")
+        wait_while_running(
+            predicate, what, procs=self.procs, log=self.log, timeout=self.startup_timeout
+        )
 
     def _apiserver_ready(self) -> bool:
         import ssl
@@ -468,6 +527,31 @@ class LocalCluster:
     def _default_sa(core: kubernetes.client.CoreV1Api) -> bool:
         core.read_namespaced_service_account("default", "default")
         return True
+
+
+def wait_while_running(
+    predicate: Callable[[], object],
+    what: str,
+    *,
+    procs: dict[str, subprocess.Popen[bytes]],
+    log: Callable[[str], Path],
+    timeout: float,
+) -> None:
+    """Poll `predicate` until it is truthy; fail at once, with the tail of its log, when one
+    of `procs` exits meanwhile, and after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                tail = log(name).read_text(errors="replace")[-3000:]
+                raise RuntimeError(
+                    f"{name} exited with {proc.returncode} while waiting for {what}:\n{tail}"
+                )
+        with contextlib.suppress(Exception):
+            if predicate():
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def _terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:

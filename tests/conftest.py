@@ -10,12 +10,24 @@ import kubernetes
 import pytest
 
 from devcluster.controlplane import LocalCluster
+from devcluster.node import NodeUnavailable, RealNode
 
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[LocalCluster]:
     with LocalCluster() as c:
         yield c
+
+
+@pytest.fixture
+def realnode(cluster: LocalCluster) -> RealNode:
+    """The session cluster's real node (containerd + kubelet), started on first use and
+    stopped with the cluster. A machine that cannot run it fails the test with the sentence
+    saying why: the real-node tier never skips."""
+    try:
+        return cluster.start_real_node()
+    except NodeUnavailable as e:
+        pytest.fail(str(e), pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +69,11 @@ def namespace(cluster: LocalCluster, api: kubernetes.client.ApiClient) -> Iterat
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Any test that asks for the control plane is a cluster test, marked or not.
+    # Any test that asks for the control plane is a cluster test, marked or not; one that asks
+    # for the real node is also a realnode test.
     for item in items:
-        if {"cluster", "namespace", "api"} & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if {"cluster", "namespace", "api", "realnode"} & fixtures:
             item.add_marker(pytest.mark.cluster)
+        if "realnode" in fixtures:
+            item.add_marker(pytest.mark.realnode)

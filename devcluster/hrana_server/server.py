@@ -41,8 +41,11 @@ class HranaServer:
         token: str | None = None,
         base_url: str | None = None,
         stream_expiry_seconds: float = 10.0,
+        host: str = "127.0.0.1",
     ) -> None:
         self.db_path = db_path
+        # Loopback, or the real node's bridge address for a controller running in a pod.
+        self.host = host
         self.token = token
         self.base_url = base_url
         self.faults = Faults()
@@ -86,8 +89,8 @@ class HranaServer:
 
     def url(self, scheme: str = "http") -> str:
         if scheme == "libsql":
-            return f"libsql://127.0.0.1:{self.port}?tls=0"
-        return f"{scheme}://127.0.0.1:{self.port}"
+            return f"libsql://{self.host}:{self.port}?tls=0"
+        return f"{scheme}://{self.host}:{self.port}"
 
     def _call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
@@ -108,7 +111,7 @@ class HranaServer:
 
     async def _listen(self) -> None:
         assert self._runner is not None
-        self._site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await self._site.start()
         server = self._site._server
         assert isinstance(server, asyncio.base_events.Server)
@@ -304,8 +307,10 @@ def _cursor_entries(result: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def running_server(db_path: str, *, token: str | None = None) -> Iterator[HranaServer]:
-    server = HranaServer(db_path, token=token).start()
+def running_server(
+    db_path: str, *, token: str | None = None, host: str = "127.0.0.1"
+) -> Iterator[HranaServer]:
+    server = HranaServer(db_path, token=token, host=host).start()
     try:
         yield server
     finally:

@@ -7,6 +7,7 @@ ScaledObject at it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -98,9 +99,17 @@ def keda(
 @pytest.fixture
 def queue_metrics(tmp_path: Path) -> Iterator[tuple[str, DbSettings]]:
     db = DbSettings(url=f"file:{tmp_path / 'jobs.db'}")
+    with queue_metrics_process(db.url) as url:
+        yield url, db
+
+
+@contextlib.contextmanager
+def queue_metrics_process(db_url: str) -> Iterator[str]:
+    """queue-metrics on the host (KEDA, also on the host, cannot reach a Service); yields the
+    URL of its /queue."""
     port = free_port()
     env = os.environ | {
-        "TURSO_DATABASE_URL": db.url,
+        "TURSO_DATABASE_URL": db_url,
         "AUDIOJOB_QUEUE_METRICS_PORT": str(port),
         "PYTHONPATH": str(ROOT),
     }
@@ -110,9 +119,11 @@ def queue_metrics(tmp_path: Path) -> Iterator[tuple[str, DbSettings]]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    yield f"http://127.0.0.1:{port}/queue", db
-    proc.terminate()
-    proc.wait(15)
+    try:
+        yield f"http://127.0.0.1:{port}/queue"
+    finally:
+        proc.terminate()
+        proc.wait(15)
 
 
 def replicas(apps: kubernetes.client.AppsV1Api, name: str, ns: str) -> int:

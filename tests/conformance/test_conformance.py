@@ -45,7 +45,7 @@ _SQLD_WORDING = re.compile(
 
 @pytest.fixture(scope="session")
 def node_modules() -> Path:
-    subprocess.run(["bash", str(ROOT / "devcluster" / "node-deps.sh")], check=True)
+    subprocess.run(["bash", str(ROOT / "devcluster" / "npm-deps.sh")], check=True)
     return HERE / "node_modules"
 
 

@@ -25,7 +25,7 @@ RESULT = {"path": "/data/talk.mp3", "duration": 42.5}
 
 @pytest.fixture(scope="module")
 def node_modules() -> None:
-    subprocess.run(["bash", str(ROOT / "devcluster" / "node-deps.sh")], check=True)
+    subprocess.run(["bash", str(ROOT / "devcluster" / "npm-deps.sh")], check=True)
 
 
 @pytest.fixture(params=["http", "file"])

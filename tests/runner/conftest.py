@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -106,6 +108,7 @@ class Route:
     chunk: int = 0  # > 0: send in chunks of this size...
     delay: float = 0.0  # ...with this pause between them
     location: str = ""  # with a 3xx status: where it redirects
+    reset: bool = False  # answer with a TCP reset (ECONNRESET), like a flaky CDN
     hits: int = 0
 
 
@@ -146,6 +149,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Location", route.location)
             self.send_header("Content-Length", "0")
             self.end_headers()
+            return
+        if route.reset:
+            # SO_LINGER with a zero timeout: close() sends RST instead of FIN.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
             return
         if route.status != 200:
             self.send_error(route.status)

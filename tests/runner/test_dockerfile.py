@@ -65,6 +65,15 @@ def test_project_is_installed_from_its_wheel_only() -> None:
     assert not [rest for word, rest in runtime if word in ("COPY", "ADD")]  # no source in runtime
 
 
+def test_only_the_build_stage_may_see_a_proxy_ca() -> None:
+    # pip in the build stage may need a TLS-intercepting proxy's CA; the image must never keep it.
+    build = " ".join(rest for _, rest in stages()["build"])
+    runtime = " ".join(rest for _, rest in stages()["runtime"])
+    assert "--mount=type=secret,id=ca-certificates" in build
+    assert "PIP_CERT=/run/secrets/ca-certificates" in build
+    assert "secret" not in runtime and "PIP_CERT" not in runtime
+
+
 def test_runs_as_non_root_with_a_writable_tmp_only() -> None:
     runtime = stages()["runtime"]
     user = [rest for word, rest in runtime if word == "USER"]

@@ -13,7 +13,7 @@ LOCK=examples/app/package-lock.json
 DEST=$CACHE/npm/$(sha1sum "$LOCK" | cut -c1-12)
 
 if [[ ! -f $DEST/.installed ]]; then
-  command -v npm >/dev/null || { echo "node-deps: npm is needed (Node 20 or later)" >&2; exit 1; }
+  command -v npm >/dev/null || { echo "npm-deps: npm is needed (Node 20 or later)" >&2; exit 1; }
   echo "==> npm ci @libsql/client into $DEST"
   rm -rf "$DEST" && mkdir -p "$DEST"
   cp examples/app/package.json "$LOCK" "$DEST/"
