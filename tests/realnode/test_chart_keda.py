@@ -63,6 +63,9 @@ def release(
         "controller": {**placement, "extraEnv": runner_placement},
         "claim": {"pollIntervalSeconds": 1},
         "outputVolume": {"existingClaim": output_volume.claim},
+        # The audio is served on the bridge, a private address the runner's guard refuses
+        # unless the user allows it: exactly what a trusted in-cluster source needs.
+        "runner": {"allowedNetworks": [f"{realnode.network.gateway}/32"]},
         "keda": {"enabled": True, "pollingInterval": 1, "cooldownPeriod": 5},
     }
     (tmp_path / "values.json").write_text(json.dumps(values))
