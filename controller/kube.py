@@ -111,19 +111,6 @@ class Kube:
             if e.status != 404:
                 raise
 
-    async def delete_pod(self, name: str, grace_seconds: int) -> None:
-        try:
-            await self._call(
-                f"delete pod {name}",
-                self.core.delete_namespaced_pod,
-                name,
-                self.namespace,
-                grace_period_seconds=grace_seconds,
-            )
-        except KubeError as e:
-            if e.status != 404:
-                raise
-
     async def set_job_ttl(self, name: str, seconds: int) -> None:
         try:
             await self._call(

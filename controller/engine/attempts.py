@@ -1,0 +1,135 @@
+"""The attempts this controller runs, and the writes that start them: create the Job, record
+its name and its pod's start in the database."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller import metrics as m
+from controller.builders import build_job
+from controller.kube import Kube, KubeError
+from controller.lifecycle import Fail, Progress, Retry
+from controller.logs import job_fields
+from controller.names import job_name
+from controller.settings import Settings
+from controller.snapshots import PodView
+from controller.store import JobRow, JobStore, StoreError, now_ms
+
+log = logging.getLogger("audiojob.engine")
+
+
+@dataclass
+class Attempt:
+    """One running attempt this controller watches."""
+
+    job_id: str
+    attempt: int
+    job_type: str
+    trace_id: str
+    payload: str
+    claimed_ms: int
+    job_created: bool
+    created_mono: float = float("-inf")
+    """`time.monotonic()` when this controller learned the Job exists (its create returned,
+    or the row said so at adoption): a view listed before that cannot tell it is gone."""
+    memory: Progress = field(default_factory=Progress)
+    kill_then: Fail | Retry | None = None
+    recorded_start: bool = False
+    k8s_job_recorded: bool = True
+
+    @classmethod
+    def from_row(cls, row: JobRow, *, claimed_now: bool = False) -> Attempt:
+        return cls(
+            job_id=row.job_id,
+            attempt=row.attempt,
+            job_type=row.type,
+            trace_id=row.trace_id or "",
+            payload=row.payload,
+            claimed_ms=now_ms() if claimed_now else (row.started_at or row.updated_at),
+            job_created=row.k8s_job is not None and not claimed_now,
+            created_mono=time.monotonic(),
+        )
+
+    @property
+    def name(self) -> str:
+        return job_name(self.job_id, self.attempt)
+
+    def fields(self, **more: Any) -> dict[str, Any]:
+        return job_fields(
+            self.job_id, self.trace_id, attempt=self.attempt, k8s_job=self.name, **more
+        )
+
+
+class Attempts:
+    """Running attempts by job id, and the writes that start one."""
+
+    def __init__(self, *, settings: Settings, store: JobStore, kube: Kube) -> None:
+        self._settings = settings
+        self._store = store
+        self._kube = kube
+        self._running: dict[str, Attempt] = {}
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._running
+
+    def __iter__(self) -> Iterator[Attempt]:
+        return iter(list(self._running.values()))
+
+    def add(self, a: Attempt) -> None:
+        self._running[a.job_id] = a
+
+    def pop(self, job_id: str) -> Attempt | None:
+        return self._running.pop(job_id, None)
+
+    def clear(self) -> None:
+        self._running.clear()
+
+    async def create_job(self, a: Attempt) -> Fail | None:
+        """Create the attempt's Job (already there is success); a Fail when the API refuses it
+        for good (invalid, forbidden, quota), which a person must act on."""
+        body = build_job(
+            job_id=a.job_id,
+            job_type=a.job_type,
+            attempt=a.attempt,
+            trace_id=a.trace_id,
+            payload_json=a.payload,
+            settings=self._settings,
+        )
+        try:
+            created = await self._kube.create_job(body)
+        except KubeError as e:
+            if e.transient:
+                raise
+            return Fail("permanent", f"Kubernetes refused to create Job {a.name}: {e}")
+        a.job_created = True
+        a.created_mono = time.monotonic()
+        a.k8s_job_recorded = False
+        await self.record_k8s_job(a)
+        m.CLAIM_TO_JOB.observe(max(0, now_ms() - a.claimed_ms) / 1000)
+        log.info("created Job" if created else "Job already existed", extra=a.fields())
+        return None
+
+    # Bookkeeping writes must not stop the cycle from acting on every other attempt while the
+    # database is away: they are retried on a later cycle instead.
+    async def record_start(self, a: Attempt, pod: PodView, now: int) -> None:
+        try:
+            await self._store.attempt_started(
+                a.job_id, a.attempt, pod=pod.name, node=pod.node, started_ms=pod.started_ms or now
+            )
+            a.recorded_start = True
+        except StoreError as e:
+            log.warning("could not record the attempt's start yet: %s", e, extra=a.fields())
+
+    async def record_k8s_job(self, a: Attempt) -> None:
+        try:
+            await self._store.set_k8s_job(a.job_id, a.attempt, a.name)
+            a.k8s_job_recorded = True
+        except StoreError as e:
+            log.warning("could not record the Job name yet: %s", e, extra=a.fields())

@@ -1,0 +1,281 @@
+"""The engine: one loop per controller that keeps job rows and Kubernetes Jobs consistent.
+
+Each cycle (every poll interval, or at once when a watch event arrives):
+  1. refresh the view of this namespace's managed Jobs and pods;
+  2. write outcomes still owed to the database (kept in memory while it is away);
+  3. decide about every running attempt (controller.lifecycle) and act: create a missing
+     Job, delete a stuck pod, owe an outcome;
+  4. one heartbeat statement for every running row; rows it no longer finds `processing`
+     were cancelled (or taken over): delete their Job with the grace period;
+  5. finalize cancelled rows whose pods are confirmed gone;
+  6. claim up to the free capacity, create one Job per row, and claim again at once when the
+     batch was full.
+Every write is safe to repeat: deterministic Job names, fenced conditional UPDATEs. The state
+lives in small owners (engine.view, .attempts, .outcomes, .cancels, .claims); this module only
+orders them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+from controller import __version__
+from controller import metrics as m
+from controller.engine.attempts import Attempt, Attempts
+from controller.engine.cancels import Cancellations
+from controller.engine.claims import Claims
+from controller.engine.outcomes import Outcomes
+from controller.engine.view import View
+from controller.kube import Kube, KubeError
+from controller.lifecycle import (
+    Clocks,
+    Complete,
+    CreateJob,
+    Fail,
+    Kill,
+    Retry,
+    Running,
+    after_kill,
+    decide,
+    settle,
+)
+from controller.settings import Settings
+from controller.store import Beat, JobStore, StoreError, now_ms
+
+log = logging.getLogger("audiojob.engine")
+SHUTDOWN_FLUSH_SECONDS = 10.0
+
+
+class Engine:
+    def __init__(self, *, settings: Settings, store: JobStore, kube: Kube) -> None:
+        self.settings = settings
+        self.store = store
+        self.kube = kube
+        self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        grace = settings.timeouts.cancel_grace_seconds
+        self.grace = grace
+        self.view = View()
+        self.attempts = Attempts(settings=settings, store=store, kube=kube)
+        self.outcomes = Outcomes(settings=settings, store=store, kube=kube, view=self.view)
+        self.cancels = Cancellations(store=store, kube=kube, view=self.view, grace=grace)
+        self.claims = Claims(
+            owner=self.worker_id,
+            store=store,
+            kube=kube,
+            view=self.view,
+            attempts=self.attempts,
+            outcomes=self.outcomes,
+            grace=grace,
+        )
+        self.wake = asyncio.Event()
+        self.stopping = False
+        self.ready = False
+        self.last_cycle_ms = 0
+        self._adopted = False
+        self._last_reconcile = 0.0
+        self._last_worker_beat = 0.0
+        self._last_heartbeat = 0.0
+
+    # -- the loop ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        backoff = 1.0
+        while not self.stopping:
+            try:
+                await self.cycle()
+                backoff = 1.0
+                self.ready = True
+                delay = self.settings.claim.poll_interval_seconds
+            except (StoreError, KubeError) as e:
+                # An outage: keep what we owe, back off, catch up when it is back.
+                (m.DB_ERRORS if isinstance(e, StoreError) else m.API_ERRORS).inc()
+                log.warning("cycle interrupted, retrying in %.0f s: %s", backoff, e)
+                delay, backoff = backoff, min(backoff * 2, 30.0)
+            except Exception:
+                log.exception("unexpected error in the engine cycle")
+                delay = self.settings.claim.poll_interval_seconds
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=delay)
+
+    def poke(self) -> None:
+        """A watch event arrived: run the next cycle now."""
+        self.wake.set()
+
+    async def start(self) -> None:
+        await self.store.register_worker(self.worker_id, __version__)
+
+    async def shutdown(self) -> None:
+        """Stop claiming, flush what we owe (once), leave running Jobs to the next controller."""
+        self.stopping = True
+        self.wake.set()
+        try:
+            # Bounded: with the database away, exiting beats hanging; the outcomes are still
+            # in the finished Jobs (no TTL yet) for the next controller to record.
+            await asyncio.wait_for(self.outcomes.flush(), timeout=SHUTDOWN_FLUSH_SECONDS)
+        except (StoreError, KubeError, TimeoutError) as e:
+            log.warning(
+                "could not write every outcome before exit (the next controller will "
+                "re-derive them from the Jobs): %s",
+                e,
+            )
+
+    async def cycle(self) -> None:
+        m.CYCLES.inc()
+        now = now_ms()
+        await self._relist()
+        if not self._adopted or self._due(self._last_reconcile, "reconcile_interval_seconds"):
+            await self._reconcile()
+        await self.outcomes.flush()
+        beats = await self._watch_running(now)
+        if self._due(self._last_heartbeat, "heartbeat_interval_seconds") or not beats:
+            await self._heartbeat(beats)
+        for job_id in await self.cancels.finish():
+            self.attempts.pop(job_id)
+        if not self.stopping:
+            await self._claim()
+        if self._due(self._last_worker_beat, "worker_heartbeat_seconds"):
+            await self.store.worker_heartbeat(self.worker_id, len(self.attempts))
+            self._last_worker_beat = time.monotonic()
+        m.RUNNING.set(len(self.attempts))
+        self.last_cycle_ms = now_ms()
+
+    def _due(self, last: float, setting: str) -> bool:
+        interval: float = getattr(self.settings.claim, setting)
+        return time.monotonic() - last >= interval
+
+    # -- 1. what exists ---------------------------------------------------------------------
+    async def _relist(self) -> None:
+        sent = self.view.begin_list()
+        try:
+            jobs = await self.kube.list_jobs()
+            pods = await self.kube.list_pods()
+        except BaseException:
+            self.view.abort_list()
+            raise
+        self.view.replace(jobs, pods, sent_mono=sent)
+
+    async def _reconcile(self) -> None:
+        await self.claims.adopt()
+        known = {a.job_id for a in self.attempts} | {
+            jid for jid in self.view.job_ids() if jid in self.outcomes or jid in self.cancels
+        }
+        await self.claims.delete_orphans(known)
+        self._adopted = True
+        self._last_reconcile = time.monotonic()
+
+    # -- 3. running attempts ----------------------------------------------------------------
+    def _clocks(self, job_type: str) -> Clocks:
+        t = self.settings.timeouts
+        return Clocks(
+            job_type=job_type,
+            run_timeout=t.run_timeout(job_type)
+            if job_type in ("ingest", "preview", "save")
+            else t.ingest_seconds,
+            pending_timeout=t.pending_seconds,
+            heartbeat_stale=t.heartbeat_stale_seconds,
+            progress_stalled=t.progress_stalled_seconds,
+        )
+
+    async def _watch_running(self, now: int) -> list[Beat]:
+        beats: list[Beat] = []
+        for a in self.attempts:
+            pods = self.view.pods_of(a.name)
+            pod = pods[-1] if pods else None
+            if a.kill_then is not None:
+                if (then := after_kill(a.kill_then, pods)) is not None:
+                    self._owe(a, then)
+                else:
+                    beats.append(Beat(a.job_id, a.attempt))
+                continue
+            decision, a.memory = decide(
+                job=self.view.job(a.name),
+                pod=pod,
+                clocks=self._clocks(a.job_type),
+                claimed_ms=a.claimed_ms,
+                now_ms=now,
+                memory=a.memory,
+                job_was_created=a.job_created,
+                view_after_create=self.view.covers(a.created_mono),
+            )
+            decision = settle(decision, pods)
+            if a.job_created and not a.k8s_job_recorded:
+                await self.attempts.record_k8s_job(a)
+            if pod and not a.recorded_start and pod.phase != "Pending":
+                await self.attempts.record_start(a, pod, now)
+            if isinstance(decision, CreateJob):
+                await self._create_job(a)
+                beats.append(Beat(a.job_id, a.attempt))
+            elif isinstance(decision, Running):
+                beats.append(Beat(a.job_id, a.attempt, decision.stage, decision.progress))
+            elif isinstance(decision, Kill):
+                log.info("deleting pod: %s", decision.then.error, extra=a.fields())
+                a.kill_then = decision.then
+                await self.kube.delete_job(a.name, self.grace)
+                beats.append(Beat(a.job_id, a.attempt))
+            elif isinstance(decision, Complete | Fail | Retry):
+                self._owe(a, decision)
+            else:
+                beats.append(Beat(a.job_id, a.attempt))
+        if len(self.outcomes):
+            await self.outcomes.flush()
+        return beats
+
+    def _owe(self, a: Attempt, outcome: Complete | Fail | Retry) -> None:
+        pods = self.view.pods_of(a.name)
+        self.attempts.pop(a.job_id)
+        self.outcomes.owe(a, outcome, pods[-1] if pods else None)
+
+    async def _create_job(self, a: Attempt) -> None:
+        refused = await self.attempts.create_job(a)
+        if refused is not None:
+            self._owe(a, refused)
+
+    # -- 4. heartbeat + cancellation detection ----------------------------------------------
+    async def _heartbeat(self, beats: list[Beat]) -> None:
+        self._last_heartbeat = time.monotonic()
+        if not beats:
+            return
+        gone = await self.store.heartbeat(beats)
+        if not gone:
+            return
+        left = [a for a in self.attempts if a.job_id in gone]
+        for a in left:
+            self.attempts.pop(a.job_id)
+        await self.cancels.left_us(left, self.outcomes)
+
+    # -- 6. claim ---------------------------------------------------------------------------
+    async def _claim(self) -> None:
+        while True:
+            free = (
+                self.settings.claim.max_concurrent
+                - len(self.attempts)
+                - len(self.cancels)
+                - len(self.outcomes)
+            )
+            new, full = await self.claims.claim(free)
+            for a in new:
+                await self._create_job(a)
+            if not full:
+                return
+
+    # -- queue depth for metrics ------------------------------------------------------------
+    async def count_queue(self) -> None:
+        counts = await self.store.counts()
+        m.QUEUE.labels(state="pending").set(counts.pending)
+        m.QUEUE.labels(state="inflight").set(counts.inflight)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.worker_id,
+            "running": len(self.attempts),
+            "owed": len(self.outcomes),
+            "cancelling": len(self.cancels),
+            "last_cycle_ms": self.last_cycle_ms,
+            "ready": self.ready,
+        }
