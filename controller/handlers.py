@@ -46,7 +46,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     try:
         kube = Kube.connect(config.kube.namespace)
         engine = Engine(settings=config, store=store, kube=kube)
-        await engine.start()
         http = await _serve_http(engine, config.metrics.host, config.metrics.port)
     except BaseException:
         # Failed (kopf retries start-up) or cancelled (we are being stopped): cleanup will not
@@ -62,7 +61,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.engine_task = asyncio.create_task(engine.run(), name="audiojob-engine")
     log.info(
         "controller started",
-        extra={"worker_id": engine.worker_id, "namespace": config.kube.namespace},
+        extra={
+            "installation": engine.installation,
+            "holder": engine.leader.holder,
+            "namespace": config.kube.namespace,
+        },
     )
 
 
@@ -83,15 +86,15 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
-async def job_event(memo: kopf.Memo, **_: Any) -> None:
+async def job_event(memo: kopf.Memo, type: str | None, body: kopf.Body, **_: Any) -> None:
     if (engine := memo.get("engine")) is not None:
-        engine.poke()
+        engine.observe("job", type, dict(body))
 
 
 @kopf.on.event("", "v1", "pods", labels=MANAGED)
-async def pod_event(memo: kopf.Memo, **_: Any) -> None:
+async def pod_event(memo: kopf.Memo, type: str | None, body: kopf.Body, **_: Any) -> None:
     if (engine := memo.get("engine")) is not None:
-        engine.poke()
+        engine.observe("pod", type, dict(body))
 
 
 async def _serve_http(engine: Engine, host: str, port: int) -> web.AppRunner:

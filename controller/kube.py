@@ -42,6 +42,7 @@ class Kube:
         self.namespace = namespace
         self.batch = kubernetes.client.BatchV1Api(api)
         self.core = kubernetes.client.CoreV1Api(api)
+        self.coordination = kubernetes.client.CoordinationV1Api(api)
 
     @classmethod
     def connect(cls, namespace: str) -> Kube:
@@ -123,6 +124,45 @@ class Kube:
         except KubeError as e:
             if e.status != 404:
                 raise
+
+    # -- the Lease of leader election; a conflict (409) answers None: someone else wrote first.
+    async def get_lease(self, name: str) -> dict[str, Any] | None:
+        try:
+            got = await self._call(
+                f"read Lease {name}", self.coordination.read_namespaced_lease, name, self.namespace
+            )
+        except KubeError as e:
+            if e.status == 404:
+                return None
+            raise
+        return self._plain(got)
+
+    async def create_lease(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            made = await self._call(
+                "create Lease", self.coordination.create_namespaced_lease, self.namespace, body
+            )
+        except KubeError as e:
+            if e.status == 409:
+                return None
+            raise
+        return self._plain(made)
+
+    async def replace_lease(self, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Fenced by `metadata.resourceVersion` in `body`."""
+        try:
+            done = await self._call(
+                f"update Lease {name}",
+                self.coordination.replace_namespaced_lease,
+                name,
+                self.namespace,
+                body,
+            )
+        except KubeError as e:
+            if e.status == 409:
+                return None
+            raise
+        return self._plain(done)
 
     async def event(
         self, job_name: str, uid: str | None, reason: str, message: str, *, warning: bool = False

@@ -1,8 +1,34 @@
 """The rules of a job's life, in one place: what a Job and its pod say about the row.
 
-Everything here is pure: it reads snapshots of Kubernetes objects (plain dicts, as kopf and
-the API return them) and returns a decision with a sentence a person can act on. The engine
-carries decisions out.
+Everything here is pure: it reads snapshots of Kubernetes objects (controller.snapshots) and
+returns a decision with a sentence a person can act on, and what to remember until the next
+cycle. The engine carries decisions out.
+
+Ownership (who may act on which row)
+------------------------------------
+- An *installation* is one controller deployment with one identity (`AUDIOJOB_INSTALLATION`,
+  default `audiojob-operator.<jobs namespace>`). It claims rows with that identity in
+  `claimed_by`, keeps its lease on them in the workers table (`worker_id` = the identity,
+  `last_seen` stamped by the database's clock), and heartbeats and adopts only rows it
+  claimed. A restarted controller pod has the same identity and adopts its rows at once.
+- Within an installation one engine acts: the holder of the Kubernetes Lease named after the
+  identity, in the jobs namespace (engine.leader). The others stand by, not ready. A holder
+  that could not renew for `renew_deadline_seconds` stops acting before a standby, which waits
+  `lease_seconds` without seeing the Lease change, can take it.
+- Rows of another installation are never touched while its lease is fresh. When it is older
+  than `owner_lease_seconds` by the database's clock, the row is taken over with ONE fenced
+  UPDATE that bumps `attempt` (store.ownership) — and only after `run_deadline_ms` has passed
+  since the attempt started (its pod cannot still be running: Kubernetes enforces
+  `activeDeadlineSeconds` with no controller), or at once when the old Job is in the taker's
+  own view and finished.
+- A Job missing from the view means "gone" only when the view was listed after this controller
+  created (or learned of) the Job, or showed the Job since: a list sent before a create
+  cannot show it (`decide(view_after_create=...)`).
+- Clocks: leases between installations use only the database's clock; the Kubernetes Lease is
+  judged by each process's monotonic clock; cycle intervals are monotonic. A controller's
+  wall clock that jumps therefore cannot make anyone take over a live owner's rows; the run
+  deadline compares the claimer's `started_at` with the database's clock, and
+  `takeover_margin_seconds` absorbs skew between the two.
 """
 
 from __future__ import annotations
@@ -12,6 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from controller.settings import TimeoutSettings
 from controller.snapshots import JobView, PodView
 from runner import contract as c
 from runner.contract import FailureMessage, SuccessMessage, parse_termination_message
@@ -59,6 +86,18 @@ class Clocks:
     pending_timeout: int
     heartbeat_stale: int
     progress_stalled: int
+
+
+def clocks_for(timeouts: TimeoutSettings, job_type: str) -> Clocks:
+    """The clocks of one job type (an unknown type gets ingest's; it fails at claim anyway)."""
+    known = job_type in ("ingest", "preview", "save")
+    return Clocks(
+        job_type=job_type,
+        run_timeout=timeouts.run_timeout(job_type) if known else timeouts.ingest_seconds,
+        pending_timeout=timeouts.pending_seconds,
+        heartbeat_stale=timeouts.heartbeat_stale_seconds,
+        progress_stalled=timeouts.progress_stalled_seconds,
+    )
 
 
 # -- decisions --------------------------------------------------------------------------

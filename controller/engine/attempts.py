@@ -36,6 +36,8 @@ class Attempt:
     created_mono: float = float("-inf")
     """`time.monotonic()` when this controller learned the Job exists (its create returned,
     or the row said so at adoption): a view listed before that cannot tell it is gone."""
+    job_seen: bool = False
+    """The view has shown this attempt's Job: its absence now means it is gone."""
     memory: Progress = field(default_factory=Progress)
     kill_then: Fail | Retry | None = None
     recorded_start: bool = False

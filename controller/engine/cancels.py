@@ -17,7 +17,8 @@ log = logging.getLogger("audiojob.engine")
 
 
 class Cancellations:
-    def __init__(self, *, store: JobStore, kube: Kube, view: View, grace: int) -> None:
+    def __init__(self, *, owner: str, store: JobStore, kube: Kube, view: View, grace: int) -> None:
+        self._owner = owner
         self._store = store
         self._kube = kube
         self._view = view
@@ -51,9 +52,14 @@ class Cancellations:
             await self._kube.delete_job(a.name, self._grace)
 
     async def finish(self) -> list[str]:
-        """Finalize cancelled rows whose pods are confirmed gone; returns their job ids."""
+        """Finalize our cancelled rows whose pods are confirmed gone; returns their job ids.
+
+        Another installation's rows are not ours to judge: their pods are in a namespace we
+        cannot see (a dead installation's are finalized by a takeover, engine.claims)."""
         done: list[str] = []
         for row in await self._store.cancelled_unfinalized():
+            if row.claimed_by not in (None, self._owner):
+                continue
             jobs = self._view.jobs_of(row.job_id)
             if jobs or self._view.has_pods_of(row.job_id):
                 for job in jobs:

@@ -1,15 +1,18 @@
 """The engine: one loop per controller that keeps job rows and Kubernetes Jobs consistent.
 
+It acts only while it leads its installation (engine.leader); a standby waits, not ready.
 Each cycle (every poll interval, or at once when a watch event arrives):
-  1. refresh the view of this namespace's managed Jobs and pods;
+  1. at start and every reconcile interval: adopt this installation's processing rows, relist
+     the namespace's managed Jobs and pods (between relists, kopf's watch events keep the view
+     current), take over rows of dead installations, delete Jobs whose rows are done;
   2. write outcomes still owed to the database (kept in memory while it is away);
   3. decide about every running attempt (controller.lifecycle) and act: create a missing
      Job, delete a stuck pod, owe an outcome;
   4. one heartbeat statement for every running row; rows it no longer finds `processing`
      were cancelled (or taken over): delete their Job with the grace period;
   5. finalize cancelled rows whose pods are confirmed gone;
-  6. claim up to the free capacity, create one Job per row, and claim again at once when the
-     batch was full.
+  6. renew the installation's lease on its rows (the workers table), then claim up to the
+     free capacity, create one Job per row, and claim again at once when the batch was full.
 Every write is safe to repeat: deterministic Job names, fenced conditional UPDATEs. The state
 lives in small owners (engine.view, .attempts, .outcomes, .cancels, .claims); this module only
 orders them.
@@ -25,16 +28,15 @@ import socket
 import time
 from typing import Any
 
-from controller import __version__
 from controller import metrics as m
 from controller.engine.attempts import Attempt, Attempts
 from controller.engine.cancels import Cancellations
 from controller.engine.claims import Claims
+from controller.engine.leader import Leader
 from controller.engine.outcomes import Outcomes
 from controller.engine.view import View
 from controller.kube import Kube, KubeError
 from controller.lifecycle import (
-    Clocks,
     Complete,
     CreateJob,
     Fail,
@@ -42,6 +44,7 @@ from controller.lifecycle import (
     Retry,
     Running,
     after_kill,
+    clocks_for,
     decide,
     settle,
 )
@@ -57,15 +60,18 @@ class Engine:
         self.settings = settings
         self.store = store
         self.kube = kube
-        self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.installation = settings.installation_id
         grace = settings.timeouts.cancel_grace_seconds
         self.grace = grace
         self.view = View()
         self.attempts = Attempts(settings=settings, store=store, kube=kube)
         self.outcomes = Outcomes(settings=settings, store=store, kube=kube, view=self.view)
-        self.cancels = Cancellations(store=store, kube=kube, view=self.view, grace=grace)
+        self.cancels = Cancellations(
+            owner=self.installation, store=store, kube=kube, view=self.view, grace=grace
+        )
         self.claims = Claims(
-            owner=self.worker_id,
+            owner=self.installation,
+            settings=settings,
             store=store,
             kube=kube,
             view=self.view,
@@ -73,19 +79,42 @@ class Engine:
             outcomes=self.outcomes,
             grace=grace,
         )
+        self.leader = Leader(
+            kube=kube,
+            settings=settings.ownership,
+            installation=self.installation,
+            holder=f"{socket.gethostname()}-{os.getpid()}",
+            on_change=self._leadership,
+        )
         self.wake = asyncio.Event()
         self.stopping = False
         self.ready = False
         self.last_cycle_ms = 0
         self._adopted = False
         self._last_reconcile = 0.0
-        self._last_worker_beat = 0.0
+        self._last_worker_beat = float("-inf")
         self._last_heartbeat = 0.0
+        self._leader_task: asyncio.Task[None] | None = None
 
     # -- the loop ---------------------------------------------------------------------------
     async def run(self) -> None:
+        self._leader_task = asyncio.create_task(self.leader.run(), name="audiojob-leader")
+        try:
+            await self._run()
+        finally:
+            self._leader_task.cancel()
+
+    async def _run(self) -> None:
         backoff = 1.0
         while not self.stopping:
+            if not self.leader.acting():
+                self.ready = False
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self.wake.wait(), timeout=self.settings.ownership.retry_period_seconds
+                    )
+                continue
             try:
                 await self.cycle()
                 backoff = 1.0
@@ -104,14 +133,27 @@ class Engine:
                 await asyncio.wait_for(self.wake.wait(), timeout=delay)
 
     def poke(self) -> None:
-        """A watch event arrived: run the next cycle now."""
+        """Run the next cycle now."""
         self.wake.set()
 
-    async def start(self) -> None:
-        await self.store.register_worker(self.worker_id, __version__)
+    def observe(self, kind: str, event: str | None, body: dict[str, Any]) -> None:
+        """A watch event about a managed Job or pod: index it, and act on it now."""
+        self.view.apply(kind, event or "", body)
+        self.wake.set()
+
+    def _leadership(self, leading: bool) -> None:
+        # Whatever we knew may be out of date when we lead again: re-adopt from the rows then.
+        # Owed outcomes stay; their writes are fenced by attempt.
+        self.attempts.clear()
+        self.cancels.clear()
+        self._adopted = False
+        self._last_worker_beat = float("-inf")
+        self.ready = False
+        self.wake.set()
 
     async def shutdown(self) -> None:
-        """Stop claiming, flush what we owe (once), leave running Jobs to the next controller."""
+        """Stop claiming, flush what we owe (once), leave running Jobs to the next controller,
+        and hand the Lease over."""
         self.stopping = True
         self.wake.set()
         try:
@@ -124,11 +166,11 @@ class Engine:
                 "re-derive them from the Jobs): %s",
                 e,
             )
+        await self.leader.release()
 
     async def cycle(self) -> None:
         m.CYCLES.inc()
         now = now_ms()
-        await self._relist()
         if not self._adopted or self._due(self._last_reconcile, "reconcile_interval_seconds"):
             await self._reconcile()
         await self.outcomes.flush()
@@ -137,11 +179,13 @@ class Engine:
             await self._heartbeat(beats)
         for job_id in await self.cancels.finish():
             self.attempts.pop(job_id)
+        if self._due(self._last_worker_beat, "worker_heartbeat_seconds"):
+            # Before claiming: an installation that cannot renew its lease must not claim.
+            first = self._last_worker_beat == float("-inf")
+            await self.claims.beat(len(self.attempts), start=first)
+            self._last_worker_beat = time.monotonic()
         if not self.stopping:
             await self._claim()
-        if self._due(self._last_worker_beat, "worker_heartbeat_seconds"):
-            await self.store.worker_heartbeat(self.worker_id, len(self.attempts))
-            self._last_worker_beat = time.monotonic()
         m.RUNNING.set(len(self.attempts))
         self.last_cycle_ms = now_ms()
 
@@ -170,21 +214,11 @@ class Engine:
         self._last_reconcile = time.monotonic()
 
     # -- 3. running attempts ----------------------------------------------------------------
-    def _clocks(self, job_type: str) -> Clocks:
-        t = self.settings.timeouts
-        return Clocks(
-            job_type=job_type,
-            run_timeout=t.run_timeout(job_type)
-            if job_type in ("ingest", "preview", "save")
-            else t.ingest_seconds,
-            pending_timeout=t.pending_seconds,
-            heartbeat_stale=t.heartbeat_stale_seconds,
-            progress_stalled=t.progress_stalled_seconds,
-        )
-
     async def _watch_running(self, now: int) -> list[Beat]:
         beats: list[Beat] = []
         for a in self.attempts:
+            job = self.view.job(a.name)
+            a.job_seen = a.job_seen or job is not None
             pods = self.view.pods_of(a.name)
             pod = pods[-1] if pods else None
             if a.kill_then is not None:
@@ -194,14 +228,14 @@ class Engine:
                     beats.append(Beat(a.job_id, a.attempt))
                 continue
             decision, a.memory = decide(
-                job=self.view.job(a.name),
+                job=job,
                 pod=pod,
-                clocks=self._clocks(a.job_type),
+                clocks=clocks_for(self.settings.timeouts, a.job_type),
                 claimed_ms=a.claimed_ms,
                 now_ms=now,
                 memory=a.memory,
                 job_was_created=a.job_created,
-                view_after_create=self.view.covers(a.created_mono),
+                view_after_create=a.job_seen or self.view.covers(a.created_mono),
             )
             decision = settle(decision, pods)
             if a.job_created and not a.k8s_job_recorded:
@@ -250,15 +284,17 @@ class Engine:
         await self.cancels.left_us(left, self.outcomes)
 
     # -- 6. claim ---------------------------------------------------------------------------
+    def _free(self) -> int:
+        return (
+            self.settings.claim.max_concurrent
+            - len(self.attempts)
+            - len(self.cancels)
+            - len(self.outcomes)
+        )
+
     async def _claim(self) -> None:
-        while True:
-            free = (
-                self.settings.claim.max_concurrent
-                - len(self.attempts)
-                - len(self.cancels)
-                - len(self.outcomes)
-            )
-            new, full = await self.claims.claim(free)
+        while self.leader.acting():
+            new, full = await self.claims.claim(self._free())
             for a in new:
                 await self._create_job(a)
             if not full:
@@ -272,7 +308,8 @@ class Engine:
 
     def health(self) -> dict[str, Any]:
         return {
-            "worker_id": self.worker_id,
+            "installation": self.installation,
+            "leader": self.leader.acting(),
             "running": len(self.attempts),
             "owed": len(self.outcomes),
             "cancelling": len(self.cancels),

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from tests.helpers import wait_for
 from devcluster.hrana_server import HranaServer
+from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
