@@ -44,7 +44,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     kube: Kube | None = None
     http: web.AppRunner | None = None
     try:
-        kube = Kube.connect(config.kube.namespace)
+        kube = Kube.connect(config.kube.namespace, write_concurrency=config.kube.write_concurrency)
         engine = Engine(settings=config, store=store, kube=kube)
         http = await _serve_http(engine, config.metrics.host, config.metrics.port)
     except BaseException:

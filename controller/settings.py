@@ -127,6 +127,10 @@ class RunnerSettings(BaseModel):
 class KubeSettings(BaseModel):
     namespace: str = "audiojob-jobs"
     """Namespace the Jobs are created in (the chart's jobs namespace)."""
+    write_concurrency: int = Field(16, ge=1, le=256)
+    """At most this many Kubernetes writes (Job creates, deletes, TTL patches, Events) in
+    flight at once: enough to keep up with a full claim batch, gentle on the API server's
+    max-in-flight limit (400 by default, shared with every other client)."""
 
     @field_validator("namespace")
     @classmethod

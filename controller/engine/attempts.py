@@ -3,9 +3,10 @@ its name and its pod's start in the database."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,8 +19,18 @@ from controller.names import job_name
 from controller.settings import Settings
 from controller.snapshots import PodView
 from controller.store import JobRow, JobStore, StoreError, now_ms
+from controller.store.batches import Batches, Started
 
 log = logging.getLogger("audiojob.engine")
+
+
+async def all_of(calls: Iterable[Awaitable[object]]) -> None:
+    """Run calls concurrently (Kube bounds its writes) and, once all have ended, raise the
+    first failure: one slow or failed call must not strand the others half-done."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 @dataclass
@@ -72,8 +83,10 @@ class Attempts:
     def __init__(self, *, settings: Settings, store: JobStore, kube: Kube) -> None:
         self._settings = settings
         self._store = store
+        self._batches = Batches(store, settings.db.table)
         self._kube = kube
         self._running: dict[str, Attempt] = {}
+        self._starts: list[tuple[Attempt, Started]] = []
 
     def __len__(self) -> int:
         return len(self._running)
@@ -92,6 +105,7 @@ class Attempts:
 
     def clear(self) -> None:
         self._running.clear()
+        self._starts.clear()
 
     async def create_job(self, a: Attempt) -> Fail | None:
         """Create the attempt's Job (already there is success); a Fail when the API refuses it
@@ -113,25 +127,33 @@ class Attempts:
         a.job_created = True
         a.created_mono = time.monotonic()
         a.k8s_job_recorded = False
-        await self.record_k8s_job(a)
         m.CLAIM_TO_JOB.observe(max(0, now_ms() - a.claimed_ms) / 1000)
         log.info("created Job" if created else "Job already existed", extra=a.fields())
         return None
 
     # Bookkeeping writes must not stop the cycle from acting on every other attempt while the
-    # database is away: they are retried on a later cycle instead.
-    async def record_start(self, a: Attempt, pod: PodView, now: int) -> None:
-        try:
-            await self._store.attempt_started(
-                a.job_id, a.attempt, pod=pod.name, node=pod.node, started_ms=pod.started_ms or now
-            )
-            a.recorded_start = True
-        except StoreError as e:
-            log.warning("could not record the attempt's start yet: %s", e, extra=a.fields())
+    # database is away: they are retried on a later cycle instead. Each kind is one statement
+    # for all attempts (store.batches).
+    def started(self, a: Attempt, pod: PodView, now: int) -> None:
+        """Note the attempt's pod started; `record` writes it."""
+        a.recorded_start = True
+        self._starts.append(
+            (a, Started(a.job_id, a.attempt, pod.name, pod.node, pod.started_ms or now))
+        )
 
-    async def record_k8s_job(self, a: Attempt) -> None:
+    async def record(self) -> None:
+        """Write the Job names and pod starts not yet in the database."""
+        names = [a for a in self._running.values() if a.job_created and not a.k8s_job_recorded]
         try:
-            await self._store.set_k8s_job(a.job_id, a.attempt, a.name)
-            a.k8s_job_recorded = True
+            if names:
+                await self._batches.set_k8s_jobs([(a.job_id, a.attempt, a.name) for a in names])
+                for a in names:
+                    a.k8s_job_recorded = True
+            if self._starts:
+                await self._batches.attempts_started([s for _, s in self._starts])
+                self._starts.clear()
         except StoreError as e:
-            log.warning("could not record the Job name yet: %s", e, extra=a.fields())
+            for a, _ in self._starts:
+                a.recorded_start = False
+            self._starts.clear()
+            log.warning("could not record Job names and starts yet: %s", e)

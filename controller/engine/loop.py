@@ -29,7 +29,7 @@ import time
 from typing import Any
 
 from controller import metrics as m
-from controller.engine.attempts import Attempt, Attempts
+from controller.engine.attempts import Attempt, Attempts, all_of
 from controller.engine.cancels import Cancellations
 from controller.engine.claims import Claims
 from controller.engine.leader import Leader
@@ -238,10 +238,8 @@ class Engine:
                 view_after_create=a.job_seen or self.view.covers(a.created_mono),
             )
             decision = settle(decision, pods)
-            if a.job_created and not a.k8s_job_recorded:
-                await self.attempts.record_k8s_job(a)
             if pod and not a.recorded_start and pod.phase != "Pending":
-                await self.attempts.record_start(a, pod, now)
+                self.attempts.started(a, pod, now)
             if isinstance(decision, CreateJob):
                 await self._create_job(a)
                 beats.append(Beat(a.job_id, a.attempt))
@@ -256,6 +254,7 @@ class Engine:
                 self._owe(a, decision)
             else:
                 beats.append(Beat(a.job_id, a.attempt))
+        await self.attempts.record()
         if len(self.outcomes):
             await self.outcomes.flush()
         return beats
@@ -295,8 +294,8 @@ class Engine:
     async def _claim(self) -> None:
         while self.leader.acting():
             new, full = await self.claims.claim(self._free())
-            for a in new:
-                await self._create_job(a)
+            await all_of(self._create_job(a) for a in new)
+            await self.attempts.record()
             if not full:
                 return
 

@@ -10,13 +10,14 @@ import logging
 from dataclasses import dataclass
 
 from controller import metrics as m
-from controller.engine.attempts import Attempt
+from controller.engine.attempts import Attempt, all_of
 from controller.engine.view import View
 from controller.kube import Kube, KubeError
 from controller.lifecycle import Complete, Fail, Retry
 from controller.settings import Settings
 from controller.snapshots import PodView
-from controller.store import JobStore, now_ms
+from controller.store import JobStore, StoreError, now_ms
+from controller.store.batches import Batches, Ended
 
 log = logging.getLogger("audiojob.engine")
 
@@ -35,9 +36,11 @@ class Outcomes:
     def __init__(self, *, settings: Settings, store: JobStore, kube: Kube, view: View) -> None:
         self._settings = settings
         self._store = store
+        self._batches = Batches(store, settings.db.table)
         self._kube = kube
         self._view = view
         self._owed: dict[str, Owed] = {}
+        self._ends: list[Ended] = []
 
     def __len__(self) -> int:
         return len(self._owed)
@@ -57,36 +60,53 @@ class Outcomes:
         )
 
     async def flush(self) -> None:
-        for job_id, owed in list(self._owed.items()):
-            a = owed.attempt
-            o = owed.outcome
-            res: str
-            if isinstance(o, Complete):
-                res = await self._store.complete(a.job_id, a.attempt, o.result)
-                label = "complete"
-            elif isinstance(o, Fail):
-                res = await self._store.fail(a.job_id, a.attempt, error=o.error, kind=o.kind)
-                label = o.kind
-            else:
-                res = await self._store.retry_or_fail(
-                    a.job_id,
-                    a.attempt,
-                    error=o.error,
-                    kind=o.kind,
-                    backoff_seconds=self._settings.timeouts.retry_backoff_seconds,
-                )
-                label = "retried" if res == "requeued" else f"{o.kind}"
-            del self._owed[job_id]
-            m.OUTCOMES.labels(outcome=label if res != "stale" else "stale").inc()
-            await self._store.attempt_ended(
-                a.job_id, a.attempt, exit_code=owed.exit_code, reason=owed.reason, ended_ms=now_ms()
-            )
-            text = getattr(o, "error", "completed")
-            log.info("recorded %s: %s", label, text, extra=a.fields(write=res))
-            if res != "stale":
-                await self.event(a, label, text, warning=not isinstance(o, Complete))
+        """Write every owed outcome (one fenced statement each), then the attempts ledger in
+        one statement, then Events and TTLs in parallel."""
+        recorded: list[tuple[Attempt, str, str, bool]] = []
+        try:
+            for job_id, owed in list(self._owed.items()):
+                label, res = await self._write(owed)
+                del self._owed[job_id]
+                a, o = owed.attempt, owed.outcome
+                m.OUTCOMES.labels(outcome=label if res != "stale" else "stale").inc()
+                self._ends.append(Ended(a.job_id, a.attempt, owed.exit_code, owed.reason, now_ms()))
+                text = getattr(o, "error", "completed")
+                log.info("recorded %s: %s", label, text, extra=a.fields(write=res))
+                recorded.append((a, label if res != "stale" else "", text, isinstance(o, Complete)))
+        finally:
+            await self._kube_after(recorded)
+        if self._ends:
+            try:
+                await self._batches.attempts_ended(self._ends)
+                self._ends.clear()
+            except StoreError as e:  # history, not state: written with the next flush
+                log.warning("could not record the end of %d attempts yet: %s", len(self._ends), e)
+
+    async def _write(self, owed: Owed) -> tuple[str, str]:
+        a, o = owed.attempt, owed.outcome
+        if isinstance(o, Complete):
+            return "complete", await self._store.complete(a.job_id, a.attempt, o.result)
+        if isinstance(o, Fail):
+            return o.kind, await self._store.fail(a.job_id, a.attempt, error=o.error, kind=o.kind)
+        res = await self._store.retry_or_fail(
+            a.job_id,
+            a.attempt,
+            error=o.error,
+            kind=o.kind,
+            backoff_seconds=self._settings.timeouts.retry_backoff_seconds,
+        )
+        return ("retried" if res == "requeued" else o.kind), res
+
+    async def _kube_after(self, recorded: list[tuple[Attempt, str, str, bool]]) -> None:
+        ttl = self._settings.runner.ttl_seconds_after_finished
+
+        async def one(a: Attempt, label: str, text: str, ok: bool) -> None:
+            if label:
+                await self.event(a, label, text, warning=not ok)
             # Only now may Kubernetes collect the finished Job.
-            await self._kube.set_job_ttl(a.name, self._settings.runner.ttl_seconds_after_finished)
+            await self._kube.set_job_ttl(a.name, ttl)
+
+        await all_of(one(*r) for r in recorded)
 
     async def event(self, a: Attempt, reason: str, message: str, *, warning: bool) -> None:
         job = self._view.job(a.name)
