@@ -60,29 +60,33 @@ class Batches:
             await self._store._run(sql, args, f"record {len(chunk)} Job names")
 
     async def attempts_started(self, started: Sequence[Started]) -> None:
-        for i in range(0, len(started), CHUNK):
-            chunk = started[i : i + CHUNK]
-            values = ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
-            sql = self._sql(
-                "INSERT INTO audio_job_attempts (job_id, attempt, pod, node, started_at)"
-                f" VALUES {values} ON CONFLICT (job_id, attempt) DO UPDATE SET"
-                " pod = COALESCE(excluded.pod, pod), node = COALESCE(excluded.node, node),"
-                " started_at = COALESCE(started_at, excluded.started_at)"
-            )
-            args = [x for s in chunk for x in (s.job_id, s.attempt, s.pod, s.node, s.started_ms)]
-            await self._store._run(sql, args, f"record the start of {len(chunk)} attempts")
+        await self._ledger(
+            "pod, node, started_at",
+            "pod = COALESCE(excluded.pod, pod), node = COALESCE(excluded.node, node),"
+            " started_at = COALESCE(started_at, excluded.started_at)",
+            [(s.job_id, s.attempt, s.pod, s.node, s.started_ms) for s in started],
+            "start",
+        )
 
     async def attempts_ended(self, ended: Sequence[Ended]) -> None:
-        for i in range(0, len(ended), CHUNK):
-            chunk = ended[i : i + CHUNK]
-            values = ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
+        await self._ledger(
+            "ended_at, exit_code, reason",
+            "ended_at = excluded.ended_at, exit_code = excluded.exit_code,"
+            " reason = excluded.reason",
+            [(e.job_id, e.attempt, e.ended_ms, e.exit_code, e.reason) for e in ended],
+            "end",
+        )
+
+    async def _ledger(
+        self, columns: str, update: str, values: Sequence[tuple[object, ...]], what: str
+    ) -> None:
+        """Upsert (job_id, attempt, three columns) rows of the attempts ledger."""
+        for i in range(0, len(values), CHUNK):
+            chunk = values[i : i + CHUNK]
+            marks = ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
             sql = self._sql(
-                "INSERT INTO audio_job_attempts (job_id, attempt, ended_at, exit_code, reason)"
-                f" VALUES {values} ON CONFLICT (job_id, attempt) DO UPDATE SET"
-                " ended_at = excluded.ended_at, exit_code = excluded.exit_code,"
-                " reason = excluded.reason"
+                f"INSERT INTO audio_job_attempts (job_id, attempt, {columns}) VALUES {marks}"
+                f" ON CONFLICT (job_id, attempt) DO UPDATE SET {update}"
             )
-            args = [
-                x for e in chunk for x in (e.job_id, e.attempt, e.ended_ms, e.exit_code, e.reason)
-            ]
-            await self._store._run(sql, args, f"record the end of {len(chunk)} attempts")
+            args = [x for row in chunk for x in row]
+            await self._store._run(sql, args, f"record the {what} of {len(chunk)} attempts")
