@@ -22,6 +22,7 @@ import kubernetes
 from kubernetes.client import ApiException
 
 from controller.builders import MANAGED_SELECTOR
+from controller.metrics import API_REQUESTS
 
 
 class KubeError(Exception):
@@ -74,6 +75,7 @@ class Kube:
     async def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """One call; the answer as JSON (an empty dict when it has no body)."""
         call = functools.partial(fn, *args, _request_timeout=30, _preload_content=False, **kwargs)
+        API_REQUESTS.labels(verb=what.split(" ", 1)[0]).inc()
         try:
             resp = await asyncio.get_running_loop().run_in_executor(self._pool, call)
             data = await asyncio.get_running_loop().run_in_executor(self._pool, _read, resp)
