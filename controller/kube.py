@@ -77,8 +77,7 @@ class Kube:
         call = functools.partial(fn, *args, _request_timeout=30, _preload_content=False, **kwargs)
         API_REQUESTS.labels(verb=what.split(" ", 1)[0]).inc()
         try:
-            resp = await asyncio.get_running_loop().run_in_executor(self._pool, call)
-            data = await asyncio.get_running_loop().run_in_executor(self._pool, _read, resp)
+            data = await asyncio.get_running_loop().run_in_executor(self._pool, _read, call)
         except (ApiException, OSError, kubernetes.client.exceptions.OpenApiException) as e:
             raise _wrap(e, what) from None
         except Exception as e:  # urllib3 errors when the API server is away

@@ -358,10 +358,11 @@ def settle(decision: Decision, pods: Sequence[PodView]) -> Decision:
     return decision
 
 
-def orphan_to_delete(job: JobView, row_status: str | None) -> bool:
+def orphan_to_delete(job: JobView, pods: Sequence[PodView], row_status: str | None) -> bool:
     """A Job nobody here runs is deleted when its row is finished, cancelled or missing; one
-    whose row is still `processing` belongs to whoever owns that row."""
-    if job.finished or job.deleting:
+    whose row is still `processing` belongs to whoever owns that row. A Job whose pods have all
+    finished is left alone: its own status may just not say so yet, and its TTL collects it."""
+    if job.finished or job.deleting or (pods and all(p.finished for p in pods)):
         return False
     return row_status is None or row_status in ("complete", "failed", "cancelled")
 

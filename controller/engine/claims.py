@@ -66,7 +66,8 @@ class Claims:
         for jid in strangers:
             row: JobRow | None = found.get(jid)
             for job in self._view.jobs_of(jid):
-                if orphan_to_delete(job, row.status if row else None):
+                pods = self._view.pods_of(job.name)
+                if orphan_to_delete(job, pods, row.status if row else None):
                     log.info(
                         "deleting a Job whose row is %s",
                         row.status if row else "missing",

@@ -166,6 +166,12 @@ class Engine:
                 "re-derive them from the Jobs): %s",
                 e,
             )
+        if self._leader_task is not None:
+            # A renewal racing the release would take the Lease back for a process that is
+            # about to exit, and a standby would wait the whole lease duration.
+            self._leader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._leader_task
         await self.leader.release()
 
     async def cycle(self) -> None:
@@ -205,7 +211,11 @@ class Engine:
         self.view.replace(jobs, pods, sent_mono=sent)
 
     async def _reconcile(self) -> None:
+        # Rows first, then the list: a Job an adopted row names was created before the list
+        # was sent, so the list can tell whether it is gone (engine.attempts, created_mono).
         await self.claims.adopt()
+        await self._relist()
+        await all_of(self._create_job(a) for a in await self.claims.take_over(self._free()))
         known = {a.job_id for a in self.attempts} | {
             jid for jid in self.view.job_ids() if jid in self.outcomes or jid in self.cancels
         }

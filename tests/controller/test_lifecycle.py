@@ -231,8 +231,11 @@ def test_kill_then_confirm() -> None:
      ("processing", False), ("pending", False)],
 )  # fmt: skip
 def test_orphans_are_deleted_only_when_their_row_is_done(status: str | None, deleted: bool) -> None:
-    assert orphan_to_delete(job(), status) is deleted
-    assert orphan_to_delete(job(type="Complete"), status) is False
+    assert orphan_to_delete(job(), [], status) is deleted
+    assert orphan_to_delete(job(), [pod("Running")], status) is deleted
+    assert orphan_to_delete(job(type="Complete"), [], status) is False
+    # The pod is done and the Job's status is about to say so.
+    assert orphan_to_delete(job(), [pod("Succeeded")], status) is False
 
 
 def test_run_deadline_covers_pending_run_and_grace() -> None:

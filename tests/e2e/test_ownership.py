@@ -40,7 +40,12 @@ def test_two_controllers_in_one_namespace_run_every_row_once(
     # namespace adopted a row the first had just claimed, missed its Job in a list taken
     # before the create, and ran the row again as attempt 2.
     second = controllers(namespace, "second")
-    env = {"AUDIOJOB_RUNNER__POD_ANNOTATIONS": pod_annotations(duration="1s")}
+    env = {
+        "AUDIOJOB_RUNNER__POD_ANNOTATIONS": pod_annotations(duration="1s"),
+        # Adoption (a relist against the rows) every 0.2 s, not once a minute: the race is
+        # then hit in every run, not once in a while.
+        "AUDIOJOB_CLAIM__RECONCILE_INTERVAL_SECONDS": "0.2",
+    }
     controller.start(**env)
     second.start(**env)
     for i in range(30):
@@ -153,4 +158,4 @@ def test_a_dead_installations_rows_are_taken_over_after_their_run_deadline(
     taken = [r for r in ledger if r[1] == 1]
     assert len(taken) == 3 and all("taken over" in (r[2] or "") for r in taken), ledger
     completions = [e for e in other.logs() if e.get("message", "").startswith("recorded complete")]
-    assert Counter(e["job_id"] for e in completions) == Counter(first), completions
+    assert Counter(e["job_id"] for e in completions) == Counter(list(first)), completions
