@@ -15,6 +15,7 @@ import functools
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -23,6 +24,9 @@ from kubernetes.client import ApiException
 
 from controller.builders import MANAGED_SELECTOR
 from controller.metrics import API_REQUESTS
+
+LIST_PAGE = 250
+"""Objects per page of a relist."""
 
 
 class KubeError(Exception):
@@ -72,39 +76,47 @@ class Kube:
         self.api.close()  # type: ignore[no-untyped-call]
         self._pool.shutdown(wait=False)
 
-    async def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """One call; the answer as JSON (an empty dict when it has no body)."""
+    async def _call(
+        self, what: str, fn: Any, *args: Any, parse: bool = True, **kwargs: Any
+    ) -> dict[str, Any]:
+        """One call; the answer as JSON (an empty dict when it has no body, or `parse` is
+        False because the caller needs only the status)."""
         call = functools.partial(fn, *args, _request_timeout=30, _preload_content=False, **kwargs)
         API_REQUESTS.labels(verb=what.split(" ", 1)[0]).inc()
         try:
-            data = await asyncio.get_running_loop().run_in_executor(self._pool, _read, call)
+            data = await asyncio.get_running_loop().run_in_executor(self._pool, _read, call, parse)
         except (ApiException, OSError, kubernetes.client.exceptions.OpenApiException) as e:
             raise _wrap(e, what) from None
         except Exception as e:  # urllib3 errors when the API server is away
             raise _wrap(e, what) from None
         return data
 
-    async def _write(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    async def _write(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
         async with self._writes:
-            return await self._call(what, fn, *args, **kwargs)
+            await self._call(what, fn, *args, parse=False, **kwargs)
 
-    async def list_jobs(self) -> list[dict[str, Any]]:
-        resp = await self._call(
-            "list Jobs",
-            self.batch.list_namespaced_job,
-            self.namespace,
-            label_selector=MANAGED_SELECTOR,
-        )
-        return list(resp.get("items") or [])
+    async def list_jobs(self) -> AsyncIterator[list[dict[str, Any]]]:
+        """The namespace's managed Jobs, a page at a time (see `_pages`)."""
+        async for page in self._pages("list Jobs", self.batch.list_namespaced_job):
+            yield page
 
-    async def list_pods(self) -> list[dict[str, Any]]:
-        resp = await self._call(
-            "list pods",
-            self.core.list_namespaced_pod,
-            self.namespace,
-            label_selector=MANAGED_SELECTOR,
-        )
-        return list(resp.get("items") or [])
+    async def list_pods(self) -> AsyncIterator[list[dict[str, Any]]]:
+        async for page in self._pages("list pods", self.core.list_namespaced_pod):
+            yield page
+
+    async def _pages(self, what: str, fn: Any) -> AsyncIterator[list[dict[str, Any]]]:
+        # Pages, so a relist of thousands of objects never holds every body at once: the
+        # caller keeps only a snapshot of each (peak memory, README "Measured").
+        token: str | None = None
+        while True:
+            more: dict[str, Any] = {"_continue": token} if token else {}
+            resp = await self._call(
+                what, fn, self.namespace, label_selector=MANAGED_SELECTOR, limit=LIST_PAGE, **more
+            )
+            yield list(resp.get("items") or [])
+            token = (resp.get("metadata") or {}).get("continue")
+            if not token:
+                return
 
     async def create_job(self, body: dict[str, Any]) -> bool:
         """True when created now, False when it already existed (a re-create after a crash)."""
@@ -210,11 +222,11 @@ class Kube:
         await self._write("create Event", self.core.create_namespaced_event, self.namespace, body)
 
 
-def _read(call: Any) -> dict[str, Any]:
+def _read(call: Any, parse: bool) -> dict[str, Any]:
     resp = call()
     raw = resp.data
     resp.release_conn()
-    if not raw:
+    if not raw or not parse:
         return {}
     data: dict[str, Any] = json.loads(raw)
     return data

@@ -49,6 +49,7 @@ from controller.lifecycle import (
     settle,
 )
 from controller.settings import Settings
+from controller.snapshots import JobView, PodView
 from controller.store import Beat, JobStore, StoreError, now_ms
 
 log = logging.getLogger("audiojob.engine")
@@ -203,8 +204,8 @@ class Engine:
     async def _relist(self) -> None:
         sent = self.view.begin_list()
         try:
-            jobs = await self.kube.list_jobs()
-            pods = await self.kube.list_pods()
+            jobs = [JobView.from_body(b) async for page in self.kube.list_jobs() for b in page]
+            pods = [PodView.from_body(b) async for page in self.kube.list_pods() for b in page]
         except BaseException:
             self.view.abort_list()
             raise

@@ -57,18 +57,16 @@ class View:
         self._during_list = []
         return time.monotonic()
 
-    def replace(
-        self, jobs: list[dict[str, Any]], pods: list[dict[str, Any]], *, sent_mono: float
-    ) -> None:
+    def replace(self, jobs: list[JobView], pods: list[PodView], *, sent_mono: float) -> None:
         self._jobs.clear()
         self._pods.clear()
         self._pods_of_job.clear()
         self._jobs_of_id.clear()
         self._pods_of_id.clear()
-        for body in jobs:
-            self._put_job(JobView.from_body(body))
-        for body in pods:
-            self._put_pod(PodView.from_body(body))
+        for job in jobs:
+            self._put_job(job)
+        for pod in pods:
+            self._put_pod(pod)
         self._listing = False
         # An event that came while the lists were in flight may be newer than them.
         replay, self._during_list = self._during_list, []

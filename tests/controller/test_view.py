@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from controller.engine.view import View
+from controller.snapshots import JobView
 
 
 def job(name: str, job_id: str, **status: Any) -> dict[str, Any]:
@@ -55,7 +56,7 @@ def test_a_relist_replaces_everything_and_replays_events_that_raced_it() -> None
     sent = view.begin_list()
     # A Job created while the list was in flight: the list may not show it.
     view.apply("job", "ADDED", job("aj-new-1", "new"))
-    view.replace([job("aj-b-1", "b")], [], sent_mono=sent)
+    view.replace([JobView.from_body(job("aj-b-1", "b"))], [], sent_mono=sent)
     assert view.job("aj-old-1") is None
     assert view.job("aj-b-1") is not None and view.job("aj-new-1") is not None
     assert view.covers(sent - 1) and not view.covers(sent + 1)
