@@ -24,13 +24,23 @@ from controller.store.batches import Batches, Started
 log = logging.getLogger("audiojob.engine")
 
 
-async def all_of(calls: Iterable[Awaitable[object]]) -> None:
-    """Run calls concurrently (Kube bounds its writes) and, once all have ended, raise the
-    first failure: one slow or failed call must not strand the others half-done."""
-    results = await asyncio.gather(*calls, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
+async def all_of(calls: Iterable[Awaitable[object]], *, limit: int = 16) -> None:
+    """Run calls with at most `limit` in flight and, once all have ended, raise the first
+    failure: one failed call must not strand the others half-done. `calls` is consumed
+    lazily, so a generator builds each request (a Job body) only when it is about to be sent."""
+    pending = iter(calls)
+    errors: list[BaseException] = []
+
+    async def worker() -> None:
+        for call in pending:
+            try:
+                await call
+            except Exception as e:  # collected, raised after the others ended
+                errors.append(e)
+
+    await asyncio.gather(*(worker() for _ in range(limit)))
+    if errors:
+        raise errors[0]
 
 
 @dataclass

@@ -216,7 +216,10 @@ class Engine:
         # was sent, so the list can tell whether it is gone (engine.attempts, created_mono).
         await self.claims.adopt()
         await self._relist()
-        await all_of(self._create_job(a) for a in await self.claims.take_over(self._free()))
+        await all_of(
+            (self._create_job(a) for a in await self.claims.take_over(self._free())),
+            limit=self.settings.kube.write_concurrency,
+        )
         known = {a.job_id for a in self.attempts} | {
             jid for jid in self.view.job_ids() if jid in self.outcomes or jid in self.cancels
         }
@@ -305,7 +308,9 @@ class Engine:
     async def _claim(self) -> None:
         while self.leader.acting():
             new, full = await self.claims.claim(self._free())
-            await all_of(self._create_job(a) for a in new)
+            await all_of(
+                (self._create_job(a) for a in new), limit=self.settings.kube.write_concurrency
+            )
             await self.attempts.record()
             if not full:
                 return

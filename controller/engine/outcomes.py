@@ -106,7 +106,7 @@ class Outcomes:
             # Only now may Kubernetes collect the finished Job.
             await self._kube.set_job_ttl(a.name, ttl)
 
-        await all_of(one(*r) for r in recorded)
+        await all_of((one(*r) for r in recorded), limit=self._settings.kube.write_concurrency)
 
     async def event(self, a: Attempt, reason: str, message: str, *, warning: bool) -> None:
         job = self._view.job(a.name)
