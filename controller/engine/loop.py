@@ -54,6 +54,9 @@ from controller.store import Beat, JobStore, StoreError, now_ms
 
 log = logging.getLogger("audiojob.engine")
 SHUTDOWN_FLUSH_SECONDS = 10.0
+MIN_CYCLE_GAP_SECONDS = 0.1
+"""A burst of watch events (a claim batch's Jobs and pods starting) is handled in one cycle,
+not one cycle per event: each cycle decides about every running attempt."""
 
 
 class Engine:
@@ -95,6 +98,10 @@ class Engine:
         self._last_reconcile = 0.0
         self._last_worker_beat = float("-inf")
         self._last_heartbeat = 0.0
+        self._last_claim = float("-inf")
+        self._last_cancel_scan = float("-inf")
+        self._freed = True
+        """Capacity came free since the last claim: claim before the poll interval is up."""
         self._leader_task: asyncio.Task[None] | None = None
 
     # -- the loop ---------------------------------------------------------------------------
@@ -129,6 +136,7 @@ class Engine:
             except Exception:
                 log.exception("unexpected error in the engine cycle")
                 delay = self.settings.claim.poll_interval_seconds
+            await asyncio.sleep(MIN_CYCLE_GAP_SECONDS)
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=delay)
@@ -148,6 +156,7 @@ class Engine:
         self.attempts.clear()
         self.cancels.clear()
         self._adopted = False
+        self._freed = True
         self._last_worker_beat = float("-inf")
         self.ready = False
         self.wake.set()
@@ -184,14 +193,21 @@ class Engine:
         beats = await self._watch_running(now)
         if self._due(self._last_heartbeat, "heartbeat_interval_seconds") or not beats:
             await self._heartbeat(beats)
-        for job_id in await self.cancels.finish():
-            self.attempts.pop(job_id)
+        # Reads only when there is something to find: a cycle runs on every burst of watch
+        # events, and each statement costs (README, "Measured").
+        if len(self.cancels) or self._due(self._last_cancel_scan, "poll_interval_seconds"):
+            self._last_cancel_scan = time.monotonic()
+            for job_id in await self.cancels.finish():
+                self.attempts.pop(job_id)
+                self._freed = True
         if self._due(self._last_worker_beat, "worker_heartbeat_seconds"):
             # Before claiming: an installation that cannot renew its lease must not claim.
             first = self._last_worker_beat == float("-inf")
             await self.claims.beat(len(self.attempts), start=first)
             self._last_worker_beat = time.monotonic()
-        if not self.stopping:
+        if not self.stopping and (
+            self._freed or self._due(self._last_claim, "poll_interval_seconds")
+        ):
             await self._claim()
         m.RUNNING.set(len(self.attempts))
         self.last_cycle_ms = now_ms()
@@ -274,6 +290,7 @@ class Engine:
         return beats
 
     def _owe(self, a: Attempt, outcome: Complete | Fail | Retry) -> None:
+        self._freed = True
         pods = self.view.pods_of(a.name)
         self.attempts.pop(a.job_id)
         self.outcomes.owe(a, outcome, pods[-1] if pods else None)
@@ -294,6 +311,7 @@ class Engine:
         left = [a for a in self.attempts if a.job_id in gone]
         for a in left:
             self.attempts.pop(a.job_id)
+        self._freed = True
         await self.cancels.left_us(left, self.outcomes)
 
     # -- 6. claim ---------------------------------------------------------------------------
@@ -306,6 +324,8 @@ class Engine:
         )
 
     async def _claim(self) -> None:
+        self._last_claim = time.monotonic()
+        self._freed = False
         while self.leader.acting():
             new, full = await self.claims.claim(self._free())
             await all_of(
