@@ -6,6 +6,7 @@ finished Job is where the next controller would read the outcome again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -41,6 +42,8 @@ class Outcomes:
         self._view = view
         self._owed: dict[str, Owed] = {}
         self._ends: list[Ended] = []
+        # Shutdown flushes while a cycle may be flushing: one writer at a time.
+        self._flushing = asyncio.Lock()
 
     def __len__(self) -> int:
         return len(self._owed)
@@ -62,6 +65,10 @@ class Outcomes:
     async def flush(self) -> None:
         """Write every owed outcome (one fenced statement each), then the attempts ledger in
         one statement, then Events and TTLs in parallel."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         recorded: list[tuple[Attempt, str, str, bool]] = []
         try:
             for job_id, owed in list(self._owed.items()):
