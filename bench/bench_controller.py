@@ -168,8 +168,10 @@ def run_large(cluster: LocalCluster, n: int, tmp: Path, max_concurrent: int) -> 
         tmp / "controller-l.log",
         AUDIOJOB_CLAIM__MAX_CONCURRENT=str(max_concurrent),
         # The three fake nodes hold 330 pods; the rest wait Pending for a slot, longer than
-        # the default 5 min a real pod may wait to start.
+        # the default 5 min a real pod may wait to start and the 10 min `activeDeadlineSeconds`
+        # (which counts from the Job's start, Pending included).
         AUDIOJOB_TIMEOUTS__PENDING_SECONDS="3600",
+        AUDIOJOB_TIMEOUTS__INGEST_SECONDS="3600",
         AUDIOJOB_CLAIM__POLL_INTERVAL_SECONDS="0.5",
         AUDIOJOB_CLAIM__HEARTBEAT_INTERVAL_SECONDS="5",
         AUDIOJOB_RUNNER__POD_ANNOTATIONS=json.dumps({SIM_DURATION: "1s"}),
