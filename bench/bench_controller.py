@@ -1,38 +1,34 @@
-"""The controller against the original worker pattern and against a bare Kubernetes client.
+"""The controller against a bare Kubernetes client, against itself, and against the original
+worker pattern, all on one local control plane (devcluster/controlplane.py) in one run:
 
-Starts its own local control plane (devcluster/controlplane.py), then:
+  A. N rows (default 1,000) with max_concurrent N and pods that run 20 s, so all N attempts are
+     in flight at once: Job creations/s (from the Jobs' creation times), peak RSS (VmHWM) and
+     CPU (utime+stime) of the controller process, Kubernetes API requests per job (the
+     controller's `audiojob_api_requests_total`), claim-to-Job p50/p95; every row must end
+     complete at attempt 1 with one Job.
+  C. baseline: a bare kubernetes client creating the same N Jobs with the same concurrency as
+     the controller's writes (`AUDIOJOB_KUBE__WRITE_CONCURRENCY`, 16 threads).
+  S. DB statements per job: a smaller run through the in-repo Hrana server, which counts every
+     statement it executes.
+  L. 5,000 rows with max_concurrent 1,000 and 1 s pods: time, rows/s, peak RSS, lost rows
+     (not complete) and duplicate attempts (attempt > 1 or two Jobs for one row).
+  M. three installations (three namespaces, one database file) draining the same number of
+     rows as one installation: aggregate rows/s against one.
+  B. the original worker pattern: one claim per 3 s poll, one job at a time, computed.
 
-  A. controller: N pending rows, the real `python -m controller` with a high max_concurrent and
-     pods that succeed after kwok's default 500 ms. Measures claim-to-Job latency (p50/p95 from
-     the controller's `audiojob_claim_to_job_seconds` histogram), rows completed per second,
-     Job creations per second, peak RSS (VmHWM) and CPU seconds (utime+stime) of the process.
-     DB statements per job come from a second, smaller run through the in-repo Hrana server,
-     which counts every statement it executes (the embedded `file:` backend has no counter
-     outside the process).
-  B. original worker pattern: one claim per 3 s poll, one job at a time. Its throughput for N is
-     computed (at most 1 job / 3 s), not waited for. A short real run of the controller at
-     max_concurrent=1 and a 3 s poll is printed too; it beats 1/3 s because the controller
-     claims again as soon as a Job ends, so it is not the original pattern.
-  C. upper bound: one bare kubernetes client creating the same N Jobs sequentially in a fresh
-     namespace, as fast as it can.
-
-    python bench/bench_controller.py [--jobs N]
+    python bench/bench_controller.py [--jobs N] [--large N] [--shared N]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import os
-import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -41,264 +37,82 @@ sys.path.insert(0, str(REPO))
 
 import kubernetes  # noqa: E402
 
+from bench._runs import (  # noqa: E402
+    check_once,
+    creation_rate,
+    histogram_quantiles,
+    insert_rows,
+    new_namespace,
+    proc_usage,
+    scrape,
+    start_controller,
+    stop,
+    stop_all,
+    wait_terminal,
+)
 from controller.builders import build_job  # noqa: E402
-from controller.settings import DbSettings, Settings  # noqa: E402
-from controller.store import JobStore  # noqa: E402
-from devcluster.controlplane import LocalCluster, free_port  # noqa: E402
+from controller.settings import Settings  # noqa: E402
+from devcluster.controlplane import LocalCluster  # noqa: E402
 from devcluster.hrana_server import HranaServer  # noqa: E402
 
 ORIGINAL_POLL_SECONDS = 3.0
 TERMINAL = ("complete", "failed", "cancelled")
 
 
-# -- helpers ------------------------------------------------------------------------------------
-def new_namespace(cluster: LocalCluster) -> str:
-    core = kubernetes.client.CoreV1Api(cluster.api_client())
-    name = f"bench-{uuid.uuid4().hex[:8]}"
-    core.create_namespace({"metadata": {"name": name}})
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            core.read_namespaced_service_account("default", name)
-            return name
-        except kubernetes.client.ApiException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+# -- the measurements --------------------------------------------------------------------------
+SIM_DURATION = "audiojob.dev/sim-duration"
 
 
-async def _with_store(url: str, fn: Any) -> Any:
-    store = await JobStore.open(DbSettings(url=url))
-    try:
-        return await fn(store)
-    finally:
-        await store.close()
-
-
-def insert_rows(db_path: Path, n: int, prefix: str) -> None:
-    async def go(store: JobStore) -> None:
-        for i in range(n):
-            await store.insert(
-                job_id=f"{prefix}{i:05d}",
-                type="ingest",
-                payload={"url": "https://example.com/a.mp3"},
-            )
-
-    asyncio.run(_with_store(f"file:{db_path}", go))
-
-
-def row_times(db_path: Path) -> list[tuple[str, int | None, int | None]]:
-    with sqlite3.connect(db_path) as db:
-        return list(db.execute("SELECT status, started_at, finished_at FROM audio_jobs"))
-
-
-def terminal_count(db_path: Path) -> int:
-    with sqlite3.connect(db_path, timeout=10) as db:
-        q = "SELECT count(*) FROM audio_jobs WHERE status IN ('complete','failed','cancelled')"
-        return int(db.execute(q).fetchone()[0])
-
-
-def start_controller(
-    cluster: LocalCluster, namespace: str, db_url: str, log: Path, **env: str
-) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    full = os.environ | {
-        "KUBECONFIG": str(cluster.kubeconfig),
-        "TURSO_DATABASE_URL": db_url,
-        "AUDIOJOB_KUBE__NAMESPACE": namespace,
-        "AUDIOJOB_METRICS__PORT": str(port),
-        "AUDIOJOB_METRICS__HOST": "127.0.0.1",
-        "AUDIOJOB_RUNNER__SERVICE_ACCOUNT": "default",
-        "AUDIOJOB_TIMEOUTS__RETRY_BACKOFF_SECONDS": "0",
-        "AUDIOJOB_LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(REPO),
-    }
-    full |= env
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "controller"],
-        env=full,
-        cwd=REPO,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    return proc, port
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def proc_usage(pid: int) -> tuple[float, float]:
-    """(peak RSS MiB, CPU seconds) of a live process."""
-    hwm_kb = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            hwm_kb = int(line.split()[1])
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime
-    return hwm_kb / 1024, ticks / os.sysconf("SC_CLK_TCK")
-
-
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        return resp.read().decode()
-
-
-def histogram_quantiles(text: str, name: str, qs: tuple[float, ...]) -> dict[float, float]:
-    """Quantiles of a Prometheus histogram by linear interpolation within buckets."""
-    buckets: list[tuple[float, float]] = []
-    for line in text.splitlines():
-        if line.startswith(f"{name}_bucket"):
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
-    buckets.sort()
-    total = buckets[-1][1] if buckets else 0
-    out = {}
-    for q in qs:
-        target = q * total
-        prev_le, prev_count = 0.0, 0.0
-        for le, count in buckets:
-            if count >= target:
-                if le == float("inf"):
-                    out[q] = prev_le
-                else:
-                    frac = (target - prev_count) / (count - prev_count) if count > prev_count else 0
-                    out[q] = prev_le + (le - prev_le) * frac
-                break
-            prev_le, prev_count = le, count
-    return out
-
-
-def metric_value(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.split()[-1])
-    return float("nan")
-
-
-def wait_terminal(db_path: Path, n: int, timeout: float, proc: subprocess.Popen[bytes]) -> float:
-    start = time.monotonic()
-    while True:
-        if terminal_count(db_path) >= n:
-            return time.monotonic() - start
-        if proc.poll() is not None:
-            raise RuntimeError(f"controller exited with {proc.returncode}")
-        if time.monotonic() - start > timeout:
-            raise TimeoutError(f"only {terminal_count(db_path)}/{n} rows terminal")
-        time.sleep(0.25)
-
-
-# -- the three measurements --------------------------------------------------------------------
-def run_controller(cluster: LocalCluster, n: int, tmp: Path, max_concurrent: int) -> dict[str, Any]:
+def run_in_flight(cluster: LocalCluster, n: int, tmp: Path) -> dict[str, Any]:
     ns = new_namespace(cluster)
     db = tmp / "a.db"
     insert_rows(db, n, "a")
-    t0 = time.monotonic()
     proc, port = start_controller(
         cluster,
         ns,
         f"file:{db}",
         tmp / "controller-a.log",
-        AUDIOJOB_CLAIM__MAX_CONCURRENT=str(max_concurrent),
+        AUDIOJOB_CLAIM__MAX_CONCURRENT=str(n),
         AUDIOJOB_CLAIM__POLL_INTERVAL_SECONDS="0.5",
         AUDIOJOB_CLAIM__HEARTBEAT_INTERVAL_SECONDS="5",
+        AUDIOJOB_RUNNER__POD_ANNOTATIONS=json.dumps({SIM_DURATION: "20s"}),
     )
     try:
-        wall = wait_terminal(db, n, timeout=600, proc=proc)
+        wall = wait_terminal(db, n, timeout=900, proc=proc)
         rss, cpu = proc_usage(proc.pid)
         text = scrape(port)
     finally:
         stop(proc)
-    del t0
-    rows = row_times(db)
-    done = [r for r in rows if r[0] == "complete"]
-    first = min(r[1] for r in rows if r[1] is not None)
-    last = max(r[2] for r in rows if r[2] is not None)
-    batch = kubernetes.client.BatchV1Api(cluster.api_client())
-    created = sorted(
-        j.metadata.creation_timestamp.timestamp()
-        for j in batch.list_namespaced_job(ns, limit=n + 10).items
-    )
-    span = max(created[-1] - created[0], 1.0) if created else float("nan")
+    jobs, rate = creation_rate(cluster, ns)
     qs = histogram_quantiles(text, "audiojob_claim_to_job_seconds", (0.5, 0.95))
+    requests = sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("audiojob_api_requests_total{")
+    )
     return {
         "n": n,
-        "completed": len(done),
         "wall_s": wall,
-        "rows_per_s": len(done) / ((last - first) / 1000),
-        "rows_per_s_wall": len(done) / wall,
-        "jobs_created": len(created),
-        "jobs_created_per_s": len(created) / span,
+        "jobs_created": jobs,
+        "jobs_created_per_s": rate,
         "claim_to_job_p50_s": qs.get(0.5, float("nan")),
         "claim_to_job_p95_s": qs.get(0.95, float("nan")),
-        "claims_total": metric_value(text, "audiojob_claims_total"),
         "peak_rss_mib": rss,
         "cpu_s": cpu,
-        "namespace": ns,
+        "api_requests": requests,
+        **check_once(db, cluster, [ns]),
     }
 
 
-def run_statements(cluster: LocalCluster, n: int, tmp: Path, max_concurrent: int) -> dict[str, Any]:
-    """Same run, smaller, through the counting Hrana server."""
-    ns = new_namespace(cluster)
-    db = tmp / "s.db"
-    insert_rows(db, n, "s")
-    server = HranaServer(str(db)).start()
-    base = server.stats.statements
-    proc, _ = start_controller(
-        cluster,
-        ns,
-        server.url("http"),
-        tmp / "controller-s.log",
-        AUDIOJOB_CLAIM__MAX_CONCURRENT=str(max_concurrent),
-        AUDIOJOB_CLAIM__POLL_INTERVAL_SECONDS="0.5",
-        AUDIOJOB_CLAIM__HEARTBEAT_INTERVAL_SECONDS="5",
-    )
-    try:
-        wall = wait_terminal(db, n, timeout=300, proc=proc)
-        used = server.stats.statements - base
-    finally:
-        stop(proc)
-        server.stop()
-    return {"n": n, "statements": used, "per_job": used / n, "wall_s": wall}
-
-
-def run_original_shape(cluster: LocalCluster, n: int, tmp: Path) -> dict[str, Any]:
-    """The controller held to one job at a time and a 3 s poll: a real check of the model."""
-    ns = new_namespace(cluster)
-    db = tmp / "b.db"
-    insert_rows(db, n, "b")
-    proc, _ = start_controller(
-        cluster,
-        ns,
-        f"file:{db}",
-        tmp / "controller-b.log",
-        AUDIOJOB_CLAIM__MAX_CONCURRENT="1",
-        AUDIOJOB_CLAIM__POLL_INTERVAL_SECONDS=str(ORIGINAL_POLL_SECONDS),
-    )
-    try:
-        wait_terminal(db, n, timeout=120, proc=proc)
-    finally:
-        stop(proc)
-    rows = row_times(db)
-    first = min(r[1] for r in rows if r[1] is not None)
-    last = max(r[2] for r in rows if r[2] is not None)
-    return {"n": n, "rows_per_s": n / ((last - first) / 1000)}
-
-
-def run_bare_client(cluster: LocalCluster, n: int) -> dict[str, Any]:
+def run_bare_client(cluster: LocalCluster, n: int, concurrency: int) -> dict[str, Any]:
     ns = new_namespace(cluster)
     settings = Settings.model_validate(
         {"kube": {"namespace": ns}, "runner": {"service_account": "default"}}
     )
-    batch = kubernetes.client.BatchV1Api(cluster.api_client())
+    api = cluster.api_client()
+    # Same as the controller: a pooled connection per concurrent call.
+    api.rest_client.pool_manager.connection_pool_kw["maxsize"] = concurrency
+    batch = kubernetes.client.BatchV1Api(api)
     bodies = [
         build_job(
             job_id=f"c{i:05d}",
@@ -311,72 +125,193 @@ def run_bare_client(cluster: LocalCluster, n: int) -> dict[str, Any]:
         for i in range(n)
     ]
     start = time.monotonic()
-    for body in bodies:
-        batch.create_namespaced_job(ns, body)
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(lambda body: batch.create_namespaced_job(ns, body), bodies))
     took = time.monotonic() - start
-    return {"n": n, "seconds": took, "jobs_per_s": n / took}
+    _, rate = creation_rate(cluster, ns)
+    return {"n": n, "concurrency": concurrency, "seconds": took, "jobs_per_s": rate}
+
+
+def run_statements(cluster: LocalCluster, n: int, tmp: Path) -> dict[str, Any]:
+    """A smaller run through the counting Hrana server."""
+    ns = new_namespace(cluster)
+    db = tmp / "s.db"
+    insert_rows(db, n, "s")
+    server = HranaServer(str(db)).start()
+    base = server.stats.statements
+    proc, _ = start_controller(
+        cluster,
+        ns,
+        server.url("http"),
+        tmp / "controller-s.log",
+        AUDIOJOB_CLAIM__MAX_CONCURRENT=str(n),
+        AUDIOJOB_CLAIM__POLL_INTERVAL_SECONDS="0.5",
+        AUDIOJOB_CLAIM__HEARTBEAT_INTERVAL_SECONDS="5",
+    )
+    try:
+        wall = wait_terminal(db, n, timeout=300, proc=proc)
+        used = server.stats.statements - base
+    finally:
+        stop(proc)
+        server.stop()
+    return {"n": n, "statements": used, "per_job": used / n, "wall_s": wall}
+
+
+def run_large(cluster: LocalCluster, n: int, tmp: Path, max_concurrent: int) -> dict[str, Any]:
+    ns = new_namespace(cluster)
+    db = tmp / "l.db"
+    insert_rows(db, n, "l")
+    proc, _ = start_controller(
+        cluster,
+        ns,
+        f"file:{db}",
+        tmp / "controller-l.log",
+        AUDIOJOB_CLAIM__MAX_CONCURRENT=str(max_concurrent),
+        # The three fake nodes hold 330 pods; the rest wait Pending for a slot, longer than
+        # the default 5 min a real pod may wait to start and the 10 min `activeDeadlineSeconds`
+        # (which counts from the Job's start, Pending included).
+        AUDIOJOB_TIMEOUTS__PENDING_SECONDS="3600",
+        AUDIOJOB_TIMEOUTS__INGEST_SECONDS="3600",
+        AUDIOJOB_CLAIM__POLL_INTERVAL_SECONDS="0.5",
+        AUDIOJOB_CLAIM__HEARTBEAT_INTERVAL_SECONDS="5",
+        AUDIOJOB_RUNNER__POD_ANNOTATIONS=json.dumps({SIM_DURATION: "1s"}),
+    )
+    try:
+        wall = wait_terminal(db, n, timeout=3600, proc=proc)
+        rss, cpu = proc_usage(proc.pid)
+    finally:
+        stop(proc)
+    return {
+        "n": n,
+        "max_concurrent": max_concurrent,
+        "wall_s": wall,
+        "rows_per_s": n / wall,
+        "peak_rss_mib": rss,
+        "cpu_s": cpu,
+        **check_once(db, cluster, [ns]),
+    }
+
+
+def run_installations(cluster: LocalCluster, n: int, tmp: Path, count: int) -> dict[str, Any]:
+    """`count` installations (one namespace each) sharing one database file."""
+    db = tmp / f"m{count}.db"
+    insert_rows(db, n, "m")
+    spaces = [new_namespace(cluster) for _ in range(count)]
+    procs = [
+        start_controller(
+            cluster,
+            ns,
+            f"file:{db}",
+            tmp / f"controller-m{count}-{i}.log",
+            AUDIOJOB_CLAIM__MAX_CONCURRENT="100",
+            AUDIOJOB_CLAIM__POLL_INTERVAL_SECONDS="0.5",
+            AUDIOJOB_CLAIM__HEARTBEAT_INTERVAL_SECONDS="5",
+            AUDIOJOB_RUNNER__POD_ANNOTATIONS=json.dumps({SIM_DURATION: "1s"}),
+        )[0]
+        for i, ns in enumerate(spaces)
+    ]
+    try:
+        wall = wait_terminal(db, n, timeout=1800, proc=procs[0])
+    finally:
+        stop_all(procs)
+    with sqlite3.connect(db) as c:
+        owners = dict(c.execute("SELECT claimed_by, count(*) FROM audio_jobs GROUP BY 1"))
+    return {
+        "n": n,
+        "installations": count,
+        "wall_s": wall,
+        "rows_per_s": n / wall,
+        "rows_per_installation": sorted(owners.values()),
+        **check_once(db, cluster, spaces),
+    }
+
+
+BEFORE = {"creations_ratio": 0.50, "rss_mib": 336, "cpu_ms_per_job": 33, "statements": 4.1}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=1000)
-    parser.add_argument("--max-concurrent", type=int, default=200)
-    parser.add_argument("--statement-jobs", type=int, default=100)
-    parser.add_argument("--original-jobs", type=int, default=5)
+    parser.add_argument("--statement-jobs", type=int, default=200)
+    parser.add_argument("--large", type=int, default=5000)
+    parser.add_argument("--large-concurrent", type=int, default=1000)
+    parser.add_argument("--shared", type=int, default=600)
+    parser.add_argument("--write-concurrency", type=int, default=16)
+    parser.add_argument("--only", default="ACSLM", help="which runs, e.g. L or ACS")
     args = parser.parse_args()
     n = args.jobs
     began = time.monotonic()
+    runs: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-controller-") as tmp_s:
         tmp = Path(tmp_s)
         print(f"starting the local control plane ... (N={n})", flush=True)
         with LocalCluster() as cluster:
             print(f"  up in {time.monotonic() - began:.0f}s", flush=True)
-            a = run_controller(cluster, n, tmp, args.max_concurrent)
-            print(f"A controller: {json.dumps(a)}", flush=True)
-            c = run_bare_client(cluster, n)
-            print(f"C bare client: {json.dumps(c)}", flush=True)
-            s = run_statements(cluster, min(args.statement_jobs, n), tmp, args.max_concurrent)
-            print(f"A' statements: {json.dumps(s)}", flush=True)
-            b_real = run_original_shape(cluster, args.original_jobs, tmp)
-            print(f"B real short run: {json.dumps(b_real)}", flush=True)
-
-    b_rate = 1 / ORIGINAL_POLL_SECONDS
-    b_seconds = n * ORIGINAL_POLL_SECONDS
-    rows = [
-        ("rows", f"{n}", "", ""),
-        ("throughput, rows completed/s", f"{a['rows_per_s']:.1f}", f"<= {b_rate:.2f}", ""),
-        ("time for N rows, s", f"{a['wall_s']:.1f}", f">= {b_seconds:.0f}", ""),
-        ("Job creations/s", f"{a['jobs_created_per_s']:.1f}", f"<= {b_rate:.2f}",
-         f"{c['jobs_per_s']:.1f}"),
-        ("claim-to-Job p50, ms", f"{a['claim_to_job_p50_s'] * 1000:.0f}", "", ""),
-        ("claim-to-Job p95, ms", f"{a['claim_to_job_p95_s'] * 1000:.0f}", "", ""),
-        ("controller peak RSS, MiB", f"{a['peak_rss_mib']:.0f}", "", ""),
-        ("controller CPU, s", f"{a['cpu_s']:.1f}", "", ""),
-        ("controller CPU ms/job", f"{a['cpu_s'] * 1000 / n:.1f}", "", ""),
-        (f"DB statements/job (N={s['n']})", f"{s['per_job']:.1f}", "", ""),
-    ]  # fmt: skip
+            plan = {
+                "A": lambda: run_in_flight(cluster, n, tmp),
+                "C": lambda: run_bare_client(cluster, n, args.write_concurrency),
+                "S": lambda: run_statements(cluster, min(args.statement_jobs, n), tmp),
+                "L": lambda: run_large(cluster, args.large, tmp, args.large_concurrent),
+                "M1": lambda: run_installations(cluster, args.shared, tmp, 1),
+                "M3": lambda: run_installations(cluster, args.shared, tmp, 3),
+            }
+            for key, run in plan.items():
+                if key[0] in args.only:
+                    runs[key] = run()
+                    print(f"{key}: {json.dumps(runs[key])}", flush=True)
     print()
-    print(f"{'':34} {'controller':>12} {'original':>12} {'bare client':>12}")
-    for label, *cols in rows:
-        print(f"{label:34} " + " ".join(f"{v:>12}" for v in cols))
-    print()
-    print(
-        f"controller at max_concurrent=1, poll {ORIGINAL_POLL_SECONDS:.0f}s ({b_real['n']} rows):"
-        f" {b_real['rows_per_s']:.2f} rows/s (it claims again as soon as a Job ends, so this is"
-        " not the 3 s-per-claim original pattern; the analytic figure is)"
-    )
-    print(f"controller vs original (analytic): {a['rows_per_s'] / b_rate:.0f}x throughput")
-    print(
-        f"controller vs itself at max_concurrent=1: {a['rows_per_s'] / b_real['rows_per_s']:.0f}x"
-        " throughput"
-    )
-    print(
-        f"controller Job creations vs bare client: "
-        f"{a['jobs_created_per_s'] / c['jobs_per_s']:.2f}x"
-        f" (rows completed/s vs bare creations/s: {a['rows_per_s'] / c['jobs_per_s']:.2f}x)"
-    )
+    report(runs, n, args.shared)
     print(f"total bench time: {time.monotonic() - began:.0f}s")
     return 0
+
+
+def report(runs: dict[str, Any], n: int, shared: int) -> None:
+    if "A" in runs and "C" in runs:
+        a, c = runs["A"], runs["C"]
+        ratio = a["jobs_created_per_s"] / c["jobs_per_s"]
+        print(
+            f"Job creations/s: controller {a['jobs_created_per_s']:.1f}, bare client at the"
+            f" same concurrency {c['jobs_per_s']:.1f}: {ratio:.2f}x"
+            f" (before: {BEFORE['creations_ratio']:.2f}x; goal >= 0.9x)"
+        )
+    if "A" in runs:
+        a = runs["A"]
+        print(
+            f"{n} in flight: peak RSS {a['peak_rss_mib']:.0f} MiB (before {BEFORE['rss_mib']};"
+            f" goal <= 150), CPU {a['cpu_s'] * 1000 / n:.1f} ms/job (before"
+            f" {BEFORE['cpu_ms_per_job']}; goal <= 10), API requests/job"
+            f" {a['api_requests'] / n:.2f}, claim-to-Job p50/p95"
+            f" {a['claim_to_job_p50_s'] * 1000:.0f}/{a['claim_to_job_p95_s'] * 1000:.0f} ms,"
+            f" not complete {a['lost']}, attempt>1 {a['attempt_gt_1']},"
+            f" extra Jobs {a['extra_jobs']}"
+        )
+    if "S" in runs:
+        s = runs["S"]
+        print(
+            f"DB statements/job (N={s['n']}): {s['per_job']:.2f} (before"
+            f" {BEFORE['statements']}; goal <= 3)"
+        )
+    if "L" in runs:
+        big = runs["L"]
+        print(
+            f"{big['n']} rows, max_concurrent {big['max_concurrent']}: {big['wall_s']:.0f} s"
+            f" ({big['rows_per_s']:.1f} rows/s), peak RSS {big['peak_rss_mib']:.0f} MiB,"
+            f" CPU {big['cpu_s'] * 1000 / big['n']:.1f} ms/job, not complete {big['lost']},"
+            f" attempt>1 {big['attempt_gt_1']}, extra Jobs {big['extra_jobs']}"
+        )
+    if "M1" in runs and "M3" in runs:
+        one, three = runs["M1"], runs["M3"]
+        print(
+            f"{shared} rows, three installations vs one: {three['rows_per_s']:.1f} vs"
+            f" {one['rows_per_s']:.1f} rows/s ({three['rows_per_s'] / one['rows_per_s']:.2f}x),"
+            f" rows per installation {three['rows_per_installation']}, not complete"
+            f" {three['lost']}, attempt>1 {three['attempt_gt_1']}, extra Jobs"
+            f" {three['extra_jobs']}"
+        )
+    print(
+        f"original worker pattern (one claim per {ORIGINAL_POLL_SECONDS:.0f} s poll):"
+        f" {1 / ORIGINAL_POLL_SECONDS:.2f} rows/s"
+    )
 
 
 if __name__ == "__main__":

@@ -1,19 +1,49 @@
 """The rules of a job's life, in one place: what a Job and its pod say about the row.
 
-Everything here is pure: it reads snapshots of Kubernetes objects (plain dicts, as kopf and
-the API return them) and returns a decision with a sentence a person can act on. The engine
-carries decisions out.
+Everything here is pure: it reads snapshots of Kubernetes objects (controller.snapshots) and
+returns a decision with a sentence a person can act on, and what to remember until the next
+cycle. The engine carries decisions out.
+
+Ownership (who may act on which row)
+------------------------------------
+- An *installation* is one controller deployment with one identity (`AUDIOJOB_INSTALLATION`,
+  default `audiojob-operator.<jobs namespace>`). It claims rows with that identity in
+  `claimed_by`, keeps its lease on them in the workers table (`worker_id` = the identity,
+  `last_seen` stamped by the database's clock), and heartbeats and adopts only rows it
+  claimed. A restarted controller pod has the same identity and adopts its rows at once.
+- Within an installation one engine acts: the holder of the Kubernetes Lease named after the
+  identity, in the jobs namespace (engine.leader). The others stand by, not ready. A holder
+  that could not renew for `renew_deadline_seconds` stops acting before a standby, which waits
+  `lease_seconds` without seeing the Lease change, can take it.
+- Rows of another installation are never touched while its lease is fresh. When it is older
+  than `owner_lease_seconds` by the database's clock, the row is taken over with ONE fenced
+  UPDATE that bumps `attempt` (store.ownership) — and only after `run_deadline_ms` has passed
+  since the attempt started (its pod cannot still be running: Kubernetes enforces
+  `activeDeadlineSeconds` with no controller), or at once when the old Job is in the taker's
+  own view and finished.
+- A Job missing from the view means "gone" only when the view was listed after this controller
+  created (or learned of) the Job, or showed the Job since: a list sent before a create
+  cannot show it (`decide(view_after_create=...)`).
+- Clocks: leases between installations use only the database's clock; the Kubernetes Lease is
+  judged by each process's monotonic clock; cycle intervals are monotonic. A controller's
+  wall clock that jumps therefore cannot make anyone take over a live owner's rows; the run
+  deadline compares the claimer's `started_at` with the database's clock, and
+  `takeover_margin_seconds` absorbs skew between the two.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from controller.settings import TimeoutSettings
+from controller.snapshots import JobView, PodView
 from runner import contract as c
 from runner.contract import FailureMessage, SuccessMessage, parse_termination_message
+
+__all__ = ["JobView", "PodView"]  # re-exported: the rules' inputs
 
 IMAGE_ERRORS = frozenset(
     {
@@ -39,148 +69,12 @@ TRANSIENT_POD_REASONS = frozenset(
 )
 
 
-def parse_time_ms(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return int(value.timestamp() * 1000)
-    try:
-        return int(datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp() * 1000)
-    except ValueError:
-        return None
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(str(value))
-    except (TypeError, ValueError):
-        return None
-
-
 def human_duration(seconds: float) -> str:
     if seconds >= 60 and seconds % 60 == 0:
         return f"{int(seconds // 60)} min"
     if seconds >= 120:
         return f"{math.ceil(seconds / 60)} min"
     return f"{int(seconds)} s"
-
-
-@dataclass(frozen=True)
-class PodView:
-    name: str
-    phase: str
-    created_ms: int
-    node: str | None = None
-    started_ms: int | None = None
-    deleting: bool = False
-    waiting_reason: str | None = None
-    waiting_message: str = ""
-    exit_code: int | None = None
-    term_reason: str | None = None
-    term_message: str | None = None
-    pod_reason: str | None = None
-    pod_message: str = ""
-    unschedulable_message: str | None = None
-    disrupted: str | None = None
-    stage: str | None = None
-    progress: int | None = None
-    heartbeat_ms: int | None = None
-    memory_limit: str | None = None
-
-    @classmethod
-    def from_body(cls, body: dict[str, Any]) -> PodView:
-        meta = body.get("metadata") or {}
-        spec = body.get("spec") or {}
-        status = body.get("status") or {}
-        ann = meta.get("annotations") or {}
-        statuses = status.get("containerStatuses") or []
-        state = (statuses[0].get("state") or {}) if statuses else {}
-        waiting = state.get("waiting") or {}
-        terminated = state.get("terminated") or {}
-        unschedulable = None
-        disrupted = None
-        for cond in status.get("conditions") or []:
-            if (
-                cond.get("type") == "PodScheduled"
-                and cond.get("status") == "False"
-                and cond.get("reason") == "Unschedulable"
-            ):
-                unschedulable = cond.get("message") or "no node fits the pod"
-            if cond.get("type") == "DisruptionTarget" and cond.get("status") == "True":
-                disrupted = (
-                    f"{cond.get('reason') or 'disrupted'}: {cond.get('message') or ''}".strip()
-                )
-        containers = spec.get("containers") or [{}]
-        limits = (containers[0].get("resources") or {}).get("limits") or {}
-        progress = _int(ann.get(c.ANN_PROGRESS))
-        return cls(
-            name=meta.get("name", "?"),
-            phase=status.get("phase") or "Pending",
-            created_ms=parse_time_ms(meta.get("creationTimestamp")) or 0,
-            node=spec.get("nodeName"),
-            started_ms=parse_time_ms(status.get("startTime")),
-            deleting=meta.get("deletionTimestamp") is not None,
-            waiting_reason=waiting.get("reason"),
-            waiting_message=waiting.get("message") or "",
-            exit_code=_int(terminated.get("exitCode")) if terminated else None,
-            term_reason=terminated.get("reason"),
-            term_message=terminated.get("message"),
-            pod_reason=status.get("reason"),
-            pod_message=status.get("message") or "",
-            unschedulable_message=unschedulable,
-            disrupted=disrupted,
-            stage=(ann.get(c.ANN_STAGE) or None),
-            progress=None if progress is None else max(0, min(100, progress)),
-            heartbeat_ms=_int(ann.get(c.ANN_HEARTBEAT)),
-            memory_limit=limits.get("memory"),
-        )
-
-    @property
-    def finished(self) -> bool:
-        return self.phase in ("Succeeded", "Failed")
-
-
-@dataclass(frozen=True)
-class JobView:
-    name: str
-    created_ms: int
-    deadline_exceeded: bool = False
-    failed_message: str = ""
-    disrupted: bool = False
-    deleting: bool = False
-    finished: bool = False
-    succeeded: bool = False
-
-    @classmethod
-    def from_body(cls, body: dict[str, Any]) -> JobView:
-        meta = body.get("metadata") or {}
-        deadline = False
-        finished = False
-        disrupted = False
-        succeeded = False
-        message = ""
-        for cond in (body.get("status") or {}).get("conditions") or []:
-            if cond.get("status") != "True":
-                continue
-            if cond.get("type") in ("Failed", "FailureTarget"):
-                finished = True
-                message = cond.get("message") or ""
-                deadline = deadline or cond.get("reason") == "DeadlineExceeded"
-                disrupted = disrupted or (
-                    cond.get("reason") == "PodFailurePolicy" and "DisruptionTarget" in message
-                )
-            if cond.get("type") in ("Complete", "SuccessCriteriaMet"):
-                finished = succeeded = True
-        return cls(
-            name=meta.get("name", "?"),
-            created_ms=parse_time_ms(meta.get("creationTimestamp")) or 0,
-            deadline_exceeded=deadline,
-            failed_message=message,
-            disrupted=disrupted,
-            deleting=meta.get("deletionTimestamp") is not None,
-            finished=finished,
-            succeeded=succeeded,
-        )
 
 
 @dataclass(frozen=True)
@@ -192,6 +86,18 @@ class Clocks:
     pending_timeout: int
     heartbeat_stale: int
     progress_stalled: int
+
+
+def clocks_for(timeouts: TimeoutSettings, job_type: str) -> Clocks:
+    """The clocks of one job type (an unknown type gets ingest's; it fails at claim anyway)."""
+    known = job_type in ("ingest", "preview", "save")
+    return Clocks(
+        job_type=job_type,
+        run_timeout=timeouts.run_timeout(job_type) if known else timeouts.ingest_seconds,
+        pending_timeout=timeouts.pending_seconds,
+        heartbeat_stale=timeouts.heartbeat_stale_seconds,
+        progress_stalled=timeouts.progress_stalled_seconds,
+    )
 
 
 # -- decisions --------------------------------------------------------------------------
@@ -244,7 +150,7 @@ class CreateJob:
 Decision = Wait | Running | Complete | Fail | Retry | Kill | CreateJob
 
 
-@dataclass
+@dataclass(frozen=True)
 class Progress:
     """What the controller remembers between cycles about one running attempt."""
 
@@ -266,24 +172,37 @@ def decide(
     now_ms: int,
     memory: Progress,
     job_was_created: bool,
-) -> Decision:
-    """What to do about one processing row, given its Job and newest pod."""
+    view_after_create: bool = True,
+) -> tuple[Decision, Progress]:
+    """What to do about one processing row, given its Job and newest pod, and what to remember
+    about it until the next cycle.
+
+    `view_after_create`: the view was (re)built after this controller's create of the Job
+    returned, so a Job missing from it really is gone (see "Ownership" above).
+    """
     if job is None:
         if job_was_created:
+            if not view_after_create:
+                return Wait(), memory
             return Retry(
                 "its Kubernetes Job disappeared before it finished (deleted by someone else?)",
                 kind="lost",
-            )
+            ), memory
         if now_ms - claimed_ms > clocks.pending_timeout * 1000:
             return Retry(
                 "no Kubernetes Job could be created within "
                 f"{human_duration(clocks.pending_timeout)}",
                 kind="lost",
-            )
-        return CreateJob()
-
+            ), memory
+        return CreateJob(), memory
     if pod is not None and pod.finished:
-        return _finished(job, pod, clocks)
+        return _finished(job, pod, clocks), memory
+    if pod is None or pod.deleting or pod.phase == "Pending" or job.deadline_exceeded:
+        return _not_running(job, pod, clocks, now_ms), memory
+    return _running(pod, clocks, now_ms, memory)
+
+
+def _not_running(job: JobView, pod: PodView | None, clocks: Clocks, now_ms: int) -> Decision:
     if job.deadline_exceeded:
         return Fail("timeout", timeout_message(clocks))
     if job.finished and pod is None:
@@ -304,7 +223,6 @@ def decide(
             f"{job.failed_message or 'failed'})",
             kind="lost",
         )
-
     if pod is None:
         if now_ms - job.created_ms > clocks.pending_timeout * 1000:
             return Kill(
@@ -316,51 +234,51 @@ def decide(
                 )
             )
         return Wait()
-
     if pod.deleting:
         return Wait()
-
-    if pod.phase == "Pending":
-        if pod.waiting_reason in IMAGE_ERRORS:
-            detail = f": {pod.waiting_message}" if pod.waiting_message else ""
-            return Kill(
-                Fail(
-                    "permanent",
-                    f"pod {pod.name} could not start the runner: "
-                    f"{pod.waiting_reason}{detail}; check the runner image and its "
-                    "configuration",
-                )
+    if pod.waiting_reason in IMAGE_ERRORS:
+        detail = f": {pod.waiting_message}" if pod.waiting_message else ""
+        return Kill(
+            Fail(
+                "permanent",
+                f"pod {pod.name} could not start the runner: "
+                f"{pod.waiting_reason}{detail}; check the runner image and its "
+                "configuration",
             )
-        if now_ms - pod.created_ms > clocks.pending_timeout * 1000:
-            if pod.unschedulable_message:
-                why = f"it could not be scheduled: {pod.unschedulable_message}"
-            else:
-                why = f"it was still {pod.waiting_reason or 'Pending'}"
-            return Kill(
-                Fail(
-                    "permanent",
-                    f"pod {pod.name} did not start within "
-                    f"{human_duration(clocks.pending_timeout)}; {why}",
-                )
+        )
+    if now_ms - pod.created_ms > clocks.pending_timeout * 1000:
+        if pod.unschedulable_message:
+            why = f"it could not be scheduled: {pod.unschedulable_message}"
+        else:
+            why = f"it was still {pod.waiting_reason or 'Pending'}"
+        return Kill(
+            Fail(
+                "permanent",
+                f"pod {pod.name} did not start within "
+                f"{human_duration(clocks.pending_timeout)}; {why}",
             )
-        return Wait()
+        )
+    return Wait()
 
-    # Running
+
+def _running(
+    pod: PodView, clocks: Clocks, now_ms: int, memory: Progress
+) -> tuple[Decision, Progress]:
     started = pod.started_ms or pod.created_ms
     if memory.first_seen_running_ms is None:
-        memory.first_seen_running_ms = now_ms
+        memory = replace(memory, first_seen_running_ms=now_ms)
     if pod.progress is not None and pod.progress != memory.last_progress:
-        memory.last_progress = pod.progress
-        memory.last_progress_change_ms = now_ms
-    last_beat = max(pod.heartbeat_ms or 0, started, memory.first_seen_running_ms)
+        memory = replace(memory, last_progress=pod.progress, last_progress_change_ms=now_ms)
+    first_seen = memory.first_seen_running_ms or now_ms
+    last_beat = max(pod.heartbeat_ms or 0, started, first_seen)
     if now_ms - last_beat > clocks.heartbeat_stale * 1000:
         return Kill(
             Retry(
                 f"the runner sent no heartbeat for {human_duration((now_ms - last_beat) / 1000)}"
                 f" (limit {human_duration(clocks.heartbeat_stale)}); its pod was deleted"
             )
-        )
-    since_progress = memory.last_progress_change_ms or memory.first_seen_running_ms
+        ), memory
+    since_progress = memory.last_progress_change_ms or first_seen
     if now_ms - since_progress > clocks.progress_stalled * 1000:
         at = f"{memory.last_progress}%" if memory.last_progress is not None else "the start"
         return Kill(
@@ -368,8 +286,8 @@ def decide(
                 f"progress stalled at {at} for {human_duration(clocks.progress_stalled)}; "
                 "its pod was deleted"
             )
-        )
-    return Running(stage=pod.stage, progress=pod.progress)
+        ), memory
+    return Running(stage=pod.stage, progress=pod.progress), memory
 
 
 def _finished(job: JobView, pod: PodView, clocks: Clocks) -> Decision:
@@ -422,3 +340,39 @@ def _failure_from_message(message: FailureMessage) -> Decision:
     if message.kind == "transient":
         return Retry(message.error)
     return Fail("permanent", message.error)
+
+
+# -- rules that span cycles -------------------------------------------------------------
+
+
+def after_kill(then: Fail | Retry, pods: Sequence[PodView]) -> Fail | Retry | None:
+    """Kill, then confirm: the outcome decided when the pod was deleted is recorded only once
+    no pod of the Job is left, so a retry can never run beside the old pod."""
+    return then if not pods else None
+
+
+def settle(decision: Decision, pods: Sequence[PodView]) -> Decision:
+    """A retry waits until every pod of the old attempt has finished or is gone."""
+    if isinstance(decision, Retry) and not all(p.finished for p in pods):
+        return Wait()
+    return decision
+
+
+def orphan_to_delete(job: JobView, pods: Sequence[PodView], row_status: str | None) -> bool:
+    """A Job nobody here runs is deleted when its row is finished, cancelled or missing; one
+    whose row is still `processing` belongs to whoever owns that row. A Job whose pods have all
+    finished is left alone: its own status may just not say so yet, and its TTL collects it."""
+    if job.finished or job.deleting or (pods and all(p.finished for p in pods)):
+        return False
+    return row_status is None or row_status in ("complete", "failed", "cancelled")
+
+
+def run_deadline_ms(clocks: Clocks, *, cancel_grace: int, margin: int) -> int:
+    """How long after a claim its pod can still be running, even with no controller at all.
+
+    The owner creates the Job within `pending_timeout` of the claim or gives the attempt up;
+    Kubernetes ends the Job's pods `activeDeadlineSeconds` (the run timeout) after the Job
+    starts, and gives them `cancel_grace` to stop. `margin` covers clock skew between the
+    claimer and the database and the kube-controller-manager's own delay.
+    """
+    return (clocks.pending_timeout + clocks.run_timeout + cancel_grace + margin) * 1000

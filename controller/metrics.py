@@ -27,3 +27,8 @@ CANCEL_LATENCY = Histogram(
 DB_ERRORS = Counter("audiojob_db_errors_total", "Database calls that failed after retries")
 API_ERRORS = Counter("audiojob_api_errors_total", "Kubernetes API calls that failed")
 CYCLES = Counter("audiojob_cycles_total", "Engine cycles run")
+API_REQUESTS = Counter(
+    "audiojob_api_requests_total",
+    "Kubernetes API requests the engine sent (watches are kopf's, not counted)",
+    ["verb"],
+)

@@ -11,7 +11,14 @@ import os
 import re
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runner.payloads import JOB_TYPES
@@ -153,6 +160,10 @@ class RunnerSettings(BaseModel):
 class KubeSettings(BaseModel):
     namespace: str = "audiojob-jobs"
     """Namespace the Jobs are created in (the chart's jobs namespace)."""
+    write_concurrency: int = Field(16, ge=1, le=256)
+    """At most this many Kubernetes writes (Job creates, deletes, TTL patches, Events) in
+    flight at once: enough to keep up with a full claim batch, gentle on the API server's
+    max-in-flight limit (400 by default, shared with every other client)."""
 
     @field_validator("namespace")
     @classmethod
@@ -175,6 +186,34 @@ class ClaimSettings(BaseModel):
     """How often this instance's row in the workers table is refreshed."""
 
 
+class OwnershipSettings(BaseModel):
+    """Which controller may act on which rows (README "Ownership")."""
+
+    lease_seconds: float = Field(15.0, gt=0)
+    """Leader election within one installation: a standby takes the Kubernetes Lease over when
+    its holder has not renewed it for this long (client-go's default)."""
+    renew_deadline_seconds: float = Field(10.0, gt=0)
+    """A leader that could not renew its Lease for this long stops acting, before the Lease can
+    expire for a standby; must be shorter than `lease_seconds`."""
+    retry_period_seconds: float = Field(2.0, gt=0)
+    """How often the Lease is renewed, or tried by a standby."""
+    owner_lease_seconds: float = Field(2 * 60, gt=0)
+    """Across installations: one whose row in the workers table is older than this (by the
+    database's clock) is dead, and its rows may be taken over after their run deadline."""
+    takeover_margin_seconds: int = Field(60, ge=0)
+    """Added to a row's run deadline before a takeover: clock skew between a claimer and the
+    database, and the Job controller's delay in enforcing `activeDeadlineSeconds`."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OwnershipSettings:
+        if not self.retry_period_seconds < self.renew_deadline_seconds < self.lease_seconds:
+            raise ValueError(
+                "needs retry_period_seconds < renew_deadline_seconds < lease_seconds, so a "
+                "leader stops acting before its Lease can expire for a standby"
+            )
+        return self
+
+
 class MetricsSettings(BaseModel):
     port: int = Field(8080, ge=0, le=65535)
     """Port for /metrics, /healthz and /readyz (0 = pick a free port, for tests)."""
@@ -195,9 +234,25 @@ class Settings(BaseSettings):
     timeouts: TimeoutSettings = Field(default_factory=TimeoutSettings)
     claim: ClaimSettings = Field(default_factory=ClaimSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
-    worker_id: str | None = None
-    """This instance's id in the workers table (default: `<hostname>-<pid>`)."""
+    ownership: OwnershipSettings = Field(default_factory=OwnershipSettings)
+    installation: str | None = Field(None, min_length=1, max_length=200)
+    """This installation's identity: `claimed_by` of its rows, its id in the workers table, the
+    name of its Lease (default: `audiojob-operator.<jobs namespace>`, the chart's default
+    release name; controllers with the same identity elect one leader)."""
     log_level: str = "INFO"
+
+    @property
+    def installation_id(self) -> str:
+        return self.installation or f"audiojob-operator.{self.kube.namespace}"
+
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeats(self) -> Settings:
+        if self.ownership.owner_lease_seconds < 2 * self.claim.worker_heartbeat_seconds:
+            raise ValueError(
+                "ownership.owner_lease_seconds must be at least twice "
+                "claim.worker_heartbeat_seconds, or one late heartbeat would look like death"
+            )
+        return self
 
 
 def _env_db_overrides() -> dict[str, Any]:

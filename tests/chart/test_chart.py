@@ -290,6 +290,12 @@ def test_controller_rbac(
         assert created.metadata.name == job["metadata"]["name"]
         assert batch.list_namespaced_job(namespace) is not None
         assert core.list_namespaced_pod(namespace) is not None
+        # Leader election: a Lease in the jobs namespace, read, created and renewed.
+        leases = kubernetes.client.CoordinationV1Api(api)
+        lease = {"metadata": {"name": "audiojob-rbac"}, "spec": {"holderIdentity": "x"}}
+        assert leases.create_namespaced_lease(namespace, lease, dry_run="All") is not None
+        assert status_of(lambda: leases.read_namespaced_lease("audiojob-rbac", namespace)) == 404
+        assert status_of(lambda: leases.delete_namespaced_lease("audiojob-rbac", namespace)) == 403
         assert status_of(lambda: core.list_namespaced_secret(namespace)) == 403
         assert (
             status_of(

@@ -19,7 +19,11 @@ from controller.lifecycle import (
     Retry,
     Running,
     Wait,
+    after_kill,
     decide,
+    orphan_to_delete,
+    run_deadline_ms,
+    settle,
 )
 
 T0 = 1_800_000_000_000
@@ -89,6 +93,18 @@ def run(
     created: bool = True,
     memory: Progress | None = None,
 ) -> object:
+    return step(j, p, now=now, created=created, memory=memory)[0]
+
+
+def step(
+    j: JobView | None,
+    p: PodView | None,
+    *,
+    now: int = T0 + 1000,
+    created: bool = True,
+    memory: Progress | None = None,
+    view_after_create: bool = True,
+) -> tuple[object, Progress]:
     return decide(
         job=j,
         pod=p,
@@ -97,6 +113,7 @@ def run(
         now_ms=now,
         memory=memory or Progress(),
         job_was_created=created,
+        view_after_create=view_after_create,
     )
 
 
@@ -176,11 +193,50 @@ def test_pending_pod_waits_then_fails_after_the_pending_timeout() -> None:
 
 def test_running_reports_stage_and_progress_until_the_heartbeat_goes_stale() -> None:
     ann = {"audiojob.dev/stage": "render", "audiojob.dev/progress": "140"}
-    memory = Progress()
-    assert run(job(), pod(annotations=ann), memory=memory) == Running("render", 100)
+    before = Progress()
+    decision, memory = step(job(), pod(annotations=ann), memory=before)
+    assert decision == Running("render", 100)
+    assert before == Progress(), "decide returns its memory, it never mutates the argument"
     beat = ann | {"audiojob.dev/heartbeat": str(T0 + 30_000)}
-    assert run(job(), pod(annotations=beat), now=T0 + 80_000, memory=memory) == Running(
-        "render", 100
-    )
-    stale = run(job(), pod(annotations=beat), now=T0 + 91_000, memory=memory)
+    decision, memory = step(job(), pod(annotations=beat), now=T0 + 80_000, memory=memory)
+    assert decision == Running("render", 100)
+    stale, _ = step(job(), pod(annotations=beat), now=T0 + 91_000, memory=memory)
     assert isinstance(stale, Kill) and "no heartbeat" in stale.then.error
+
+
+def test_a_missing_job_is_lost_only_when_the_view_is_newer_than_its_create() -> None:
+    # The race of issue 12: a list sent before our own create cannot show that Job.
+    assert step(None, None, created=True, view_after_create=False)[0] == Wait()
+    lost = step(None, None, created=True, view_after_create=True)[0]
+    assert isinstance(lost, Retry) and lost.kind == "lost"
+
+
+def test_a_retry_waits_until_the_old_pod_has_finished() -> None:
+    running = pod("Running")
+    done = pod("Failed", terminated={"exitCode": 75})
+    assert settle(Retry("x"), [done, running]) == Wait()
+    assert settle(Retry("x"), [done]) == Retry("x")
+    assert settle(Fail("permanent", "y"), [running]) == Fail("permanent", "y")
+
+
+def test_kill_then_confirm() -> None:
+    then = Retry("stale heartbeat")
+    assert after_kill(then, [pod("Running")]) is None
+    assert after_kill(then, []) == then
+
+
+@pytest.mark.parametrize(
+    ("status", "deleted"),
+    [(None, True), ("complete", True), ("failed", True), ("cancelled", True),
+     ("processing", False), ("pending", False)],
+)  # fmt: skip
+def test_orphans_are_deleted_only_when_their_row_is_done(status: str | None, deleted: bool) -> None:
+    assert orphan_to_delete(job(), [], status) is deleted
+    assert orphan_to_delete(job(), [pod("Running")], status) is deleted
+    assert orphan_to_delete(job(type="Complete"), [], status) is False
+    # The pod is done and the Job's status is about to say so.
+    assert orphan_to_delete(job(), [pod("Succeeded")], status) is False
+
+
+def test_run_deadline_covers_pending_run_and_grace() -> None:
+    assert run_deadline_ms(CLOCKS, cancel_grace=5, margin=30) == (120 + 600 + 5 + 30) * 1000

@@ -8,12 +8,15 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import kubernetes
 import pytest
 
 from controller.settings import DbSettings
@@ -49,6 +52,11 @@ class Controller:
                 "AUDIOJOB_RUNNER__SERVICE_ACCOUNT": "default",
                 "AUDIOJOB_TIMEOUTS__CANCEL_GRACE_SECONDS": "2",
                 "AUDIOJOB_TIMEOUTS__RETRY_BACKOFF_SECONDS": "0",
+                # Leader election on a short clock, so a SIGKILLed leader's successor starts
+                # within seconds (the defaults are client-go's 15/10/2 s).
+                "AUDIOJOB_OWNERSHIP__LEASE_SECONDS": "3",
+                "AUDIOJOB_OWNERSHIP__RENEW_DEADLINE_SECONDS": "2",
+                "AUDIOJOB_OWNERSHIP__RETRY_PERIOD_SECONDS": "0.5",
                 "PYTHONPATH": str(ROOT),
             }
             | self.env
@@ -73,6 +81,14 @@ class Controller:
                 return bool(r.status == 200)
 
         wait_for(ready, timeout=timeout, interval=0.2, message="the controller's /readyz")
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """(status, body) of /readyz: 200 while it leads and runs, 503 while it stands by."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
@@ -146,3 +162,45 @@ def controller(
     yield ctl
     if ctl.proc is not None:
         ctl.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def controllers(
+    cluster: LocalCluster, tmp_path: Path, rows: Rows
+) -> Iterator[Callable[[str, str], Controller]]:
+    """More controllers on the same database: `make(namespace, name)`."""
+    made: list[Controller] = []
+
+    def make(namespace: str, name: str) -> Controller:
+        ctl = Controller(cluster, namespace, tmp_path / "jobs.db", tmp_path / f"{name}.log")
+        made.append(ctl)
+        return ctl
+
+    yield make
+    for ctl in made:
+        if ctl.proc is not None:
+            ctl.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def more_namespaces(
+    api: kubernetes.client.ApiClient,
+) -> Iterator[Callable[[], str]]:
+    """Extra namespaces for tests with several installations; deleted after the test."""
+    core = kubernetes.client.CoreV1Api(api)
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"t-{uuid.uuid4().hex[:10]}"
+        core.create_namespace({"metadata": {"name": name}})
+        made.append(name)
+        wait_for(
+            lambda: core.read_namespaced_service_account("default", name),
+            timeout=30,
+            message=f"default ServiceAccount in {name}",
+        )
+        return name
+
+    yield make
+    for name in made:
+        core.delete_namespace(name, propagation_policy="Background", grace_period_seconds=0)

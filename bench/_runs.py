@@ -1,0 +1,188 @@
+"""Running the controller on the local control plane, for bench_controller.py: namespaces,
+rows, processes and what they measured."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+
+from controller.settings import DbSettings
+from controller.store import JobStore
+from devcluster.controlplane import LocalCluster, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def new_namespace(cluster: LocalCluster) -> str:
+    core = kubernetes.client.CoreV1Api(cluster.api_client())
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": name}})
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            core.read_namespaced_service_account("default", name)
+            return name
+        except kubernetes.client.ApiException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+async def _with_store(url: str, fn: Any) -> Any:
+    store = await JobStore.open(DbSettings(url=url))
+    try:
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+def insert_rows(db_path: Path, n: int, prefix: str) -> None:
+    async def go(store: JobStore) -> None:
+        for i in range(n):
+            await store.insert(
+                job_id=f"{prefix}{i:05d}",
+                type="ingest",
+                payload={"url": "https://example.com/a.mp3"},
+            )
+
+    asyncio.run(_with_store(f"file:{db_path}", go))
+
+
+def terminal_count(db_path: Path) -> int:
+    with sqlite3.connect(db_path, timeout=10) as db:
+        q = "SELECT count(*) FROM audio_jobs WHERE status IN ('complete','failed','cancelled')"
+        return int(db.execute(q).fetchone()[0])
+
+
+def start_controller(
+    cluster: LocalCluster, namespace: str, db_url: str, log: Path, **env: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    full = os.environ | {
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "TURSO_DATABASE_URL": db_url,
+        "AUDIOJOB_KUBE__NAMESPACE": namespace,
+        "AUDIOJOB_METRICS__PORT": str(port),
+        "AUDIOJOB_METRICS__HOST": "127.0.0.1",
+        "AUDIOJOB_RUNNER__SERVICE_ACCOUNT": "default",
+        "AUDIOJOB_TIMEOUTS__RETRY_BACKOFF_SECONDS": "0",
+        "AUDIOJOB_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(REPO),
+    }
+    full |= env
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "controller"],
+        env=full,
+        cwd=REPO,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    return proc, port
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def proc_usage(pid: int) -> tuple[float, float]:
+    """(peak RSS MiB, CPU seconds) of a live process."""
+    hwm_kb = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            hwm_kb = int(line.split()[1])
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    return hwm_kb / 1024, ticks / os.sysconf("SC_CLK_TCK")
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        return resp.read().decode()
+
+
+def histogram_quantiles(text: str, name: str, qs: tuple[float, ...]) -> dict[float, float]:
+    """Quantiles of a Prometheus histogram by linear interpolation within buckets."""
+    buckets: list[tuple[float, float]] = []
+    for line in text.splitlines():
+        if line.startswith(f"{name}_bucket"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0
+    out = {}
+    for q in qs:
+        target = q * total
+        prev_le, prev_count = 0.0, 0.0
+        for le, count in buckets:
+            if count >= target:
+                if le == float("inf"):
+                    out[q] = prev_le
+                else:
+                    frac = (target - prev_count) / (count - prev_count) if count > prev_count else 0
+                    out[q] = prev_le + (le - prev_le) * frac
+                break
+            prev_le, prev_count = le, count
+    return out
+
+
+def wait_terminal(db_path: Path, n: int, timeout: float, proc: subprocess.Popen[bytes]) -> float:
+    start = time.monotonic()
+    while True:
+        if terminal_count(db_path) >= n:
+            return time.monotonic() - start
+        if proc.poll() is not None:
+            raise RuntimeError(f"controller exited with {proc.returncode}")
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"only {terminal_count(db_path)}/{n} rows terminal")
+        time.sleep(0.25)
+
+
+def check_once(db_path: Path, cluster: LocalCluster, namespaces: list[str]) -> dict[str, int]:
+    """Rows not complete, rows past attempt 1, and rows with more than one Job."""
+    with sqlite3.connect(db_path, timeout=10) as db:
+        lost = db.execute("SELECT count(*) FROM audio_jobs WHERE status != 'complete'").fetchone()
+        again = db.execute("SELECT count(*) FROM audio_jobs WHERE attempt != 1").fetchone()
+    batch = kubernetes.client.BatchV1Api(cluster.api_client())
+    seen: dict[str, int] = {}
+    for ns in namespaces:
+        for j in batch.list_namespaced_job(ns).items:
+            jid = j.metadata.annotations["audiojob.dev/job-id"]
+            seen[jid] = seen.get(jid, 0) + 1
+    return {
+        "lost": int(lost[0]),
+        "attempt_gt_1": int(again[0]),
+        "extra_jobs": sum(n - 1 for n in seen.values()),
+    }
+
+
+def creation_rate(cluster: LocalCluster, ns: str) -> tuple[int, float]:
+    batch = kubernetes.client.BatchV1Api(cluster.api_client())
+    created = sorted(
+        j.metadata.creation_timestamp.timestamp() for j in batch.list_namespaced_job(ns).items
+    )
+    # Creation times have 1 s resolution: count the span as whole seconds plus one.
+    span = (created[-1] - created[0] + 1.0) if created else float("nan")
+    return len(created), len(created) / span

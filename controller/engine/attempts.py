@@ -1,0 +1,169 @@
+"""The attempts this controller runs, and the writes that start them: create the Job, record
+its name and its pod's start in the database."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller import metrics as m
+from controller.builders import build_job
+from controller.kube import Kube, KubeError
+from controller.lifecycle import Fail, Progress, Retry
+from controller.logs import job_fields
+from controller.names import job_name
+from controller.settings import Settings
+from controller.snapshots import PodView
+from controller.store import JobRow, JobStore, StoreError, now_ms
+from controller.store.batches import Batches, Started
+
+log = logging.getLogger("audiojob.engine")
+
+
+async def all_of(calls: Iterable[Awaitable[object]], *, limit: int = 16) -> None:
+    """Run calls with at most `limit` in flight and, once all have ended, raise the first
+    failure: one failed call must not strand the others half-done. `calls` is consumed
+    lazily, so a generator builds each request (a Job body) only when it is about to be sent."""
+    pending = iter(calls)
+    errors: list[BaseException] = []
+
+    async def worker() -> None:
+        for call in pending:
+            try:
+                await call
+            except Exception as e:  # collected, raised after the others ended
+                errors.append(e)
+
+    await asyncio.gather(*(worker() for _ in range(limit)))
+    if errors:
+        raise errors[0]
+
+
+@dataclass
+class Attempt:
+    """One running attempt this controller watches."""
+
+    job_id: str
+    attempt: int
+    job_type: str
+    trace_id: str
+    payload: str
+    claimed_ms: int
+    job_created: bool
+    created_mono: float = float("-inf")
+    """`time.monotonic()` when this controller learned the Job exists (its create returned,
+    or the row said so at adoption): a view listed before that cannot tell it is gone."""
+    job_seen: bool = False
+    """The view has shown this attempt's Job: its absence now means it is gone."""
+    memory: Progress = field(default_factory=Progress)
+    kill_then: Fail | Retry | None = None
+    recorded_start: bool = False
+    k8s_job_recorded: bool = True
+
+    @classmethod
+    def from_row(cls, row: JobRow, *, claimed_now: bool = False) -> Attempt:
+        return cls(
+            job_id=row.job_id,
+            attempt=row.attempt,
+            job_type=row.type,
+            trace_id=row.trace_id or "",
+            payload=row.payload,
+            claimed_ms=now_ms() if claimed_now else (row.started_at or row.updated_at),
+            job_created=row.k8s_job is not None and not claimed_now,
+            created_mono=time.monotonic(),
+        )
+
+    @property
+    def name(self) -> str:
+        return job_name(self.job_id, self.attempt)
+
+    def fields(self, **more: Any) -> dict[str, Any]:
+        return job_fields(
+            self.job_id, self.trace_id, attempt=self.attempt, k8s_job=self.name, **more
+        )
+
+
+class Attempts:
+    """Running attempts by job id, and the writes that start one."""
+
+    def __init__(self, *, settings: Settings, store: JobStore, kube: Kube) -> None:
+        self._settings = settings
+        self._store = store
+        self._batches = Batches(store, settings.db.table)
+        self._kube = kube
+        self._running: dict[str, Attempt] = {}
+        self._starts: list[tuple[Attempt, Started]] = []
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._running
+
+    def __iter__(self) -> Iterator[Attempt]:
+        return iter(list(self._running.values()))
+
+    def add(self, a: Attempt) -> None:
+        self._running[a.job_id] = a
+
+    def pop(self, job_id: str) -> Attempt | None:
+        return self._running.pop(job_id, None)
+
+    def clear(self) -> None:
+        self._running.clear()
+        self._starts.clear()
+
+    async def create_job(self, a: Attempt) -> Fail | None:
+        """Create the attempt's Job (already there is success); a Fail when the API refuses it
+        for good (invalid, forbidden, quota), which a person must act on."""
+        body = build_job(
+            job_id=a.job_id,
+            job_type=a.job_type,
+            attempt=a.attempt,
+            trace_id=a.trace_id,
+            payload_json=a.payload,
+            settings=self._settings,
+        )
+        try:
+            created = await self._kube.create_job(body)
+        except KubeError as e:
+            if e.transient:
+                raise
+            return Fail("permanent", f"Kubernetes refused to create Job {a.name}: {e}")
+        a.job_created = True
+        a.created_mono = time.monotonic()
+        a.k8s_job_recorded = False
+        m.CLAIM_TO_JOB.observe(max(0, now_ms() - a.claimed_ms) / 1000)
+        log.info("created Job" if created else "Job already existed", extra=a.fields())
+        return None
+
+    # Bookkeeping writes must not stop the cycle from acting on every other attempt while the
+    # database is away: they are retried on a later cycle instead. Each kind is one statement
+    # for all attempts (store.batches).
+    def started(self, a: Attempt, pod: PodView, now: int) -> None:
+        """Note the attempt's pod started; `record` writes it."""
+        a.recorded_start = True
+        self._starts.append(
+            (a, Started(a.job_id, a.attempt, pod.name, pod.node, pod.started_ms or now))
+        )
+
+    async def record(self) -> None:
+        """Write the Job names and pod starts not yet in the database."""
+        names = [a for a in self._running.values() if a.job_created and not a.k8s_job_recorded]
+        try:
+            if names:
+                await self._batches.set_k8s_jobs([(a.job_id, a.attempt, a.name) for a in names])
+                for a in names:
+                    a.k8s_job_recorded = True
+            if self._starts:
+                await self._batches.attempts_started([s for _, s in self._starts])
+                self._starts.clear()
+        except StoreError as e:
+            for a, _ in self._starts:
+                a.recorded_start = False
+            self._starts.clear()
+            log.warning("could not record Job names and starts yet: %s", e)

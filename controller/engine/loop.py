@@ -1,0 +1,353 @@
+"""The engine: one loop per controller that keeps job rows and Kubernetes Jobs consistent.
+
+It acts only while it leads its installation (engine.leader); a standby waits, not ready.
+Each cycle (every poll interval, or at once when a watch event arrives):
+  1. at start and every reconcile interval: adopt this installation's processing rows, relist
+     the namespace's managed Jobs and pods (between relists, kopf's watch events keep the view
+     current), take over rows of dead installations, delete Jobs whose rows are done;
+  2. write outcomes still owed to the database (kept in memory while it is away);
+  3. decide about every running attempt (controller.lifecycle) and act: create a missing
+     Job, delete a stuck pod, owe an outcome;
+  4. one heartbeat statement for every running row; rows it no longer finds `processing`
+     were cancelled (or taken over): delete their Job with the grace period;
+  5. finalize cancelled rows whose pods are confirmed gone;
+  6. renew the installation's lease on its rows (the workers table), then claim up to the
+     free capacity, create one Job per row, and claim again at once when the batch was full.
+Every write is safe to repeat: deterministic Job names, fenced conditional UPDATEs. The state
+lives in small owners (engine.view, .attempts, .outcomes, .cancels, .claims); this module only
+orders them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+from controller import metrics as m
+from controller.engine.attempts import Attempt, Attempts, all_of
+from controller.engine.cancels import Cancellations
+from controller.engine.claims import Claims
+from controller.engine.leader import Leader
+from controller.engine.outcomes import Outcomes
+from controller.engine.view import View
+from controller.kube import Kube, KubeError
+from controller.lifecycle import (
+    Complete,
+    CreateJob,
+    Fail,
+    Kill,
+    Retry,
+    Running,
+    after_kill,
+    clocks_for,
+    decide,
+    settle,
+)
+from controller.settings import Settings
+from controller.snapshots import JobView, PodView
+from controller.store import Beat, JobStore, StoreError, now_ms
+
+log = logging.getLogger("audiojob.engine")
+SHUTDOWN_FLUSH_SECONDS = 10.0
+MIN_CYCLE_GAP_SECONDS = 0.1
+"""A burst of watch events (a claim batch's Jobs and pods starting) is handled in one cycle,
+not one cycle per event: each cycle decides about every running attempt."""
+
+
+class Engine:
+    def __init__(self, *, settings: Settings, store: JobStore, kube: Kube) -> None:
+        self.settings = settings
+        self.store = store
+        self.kube = kube
+        self.installation = settings.installation_id
+        grace = settings.timeouts.cancel_grace_seconds
+        self.grace = grace
+        self.view = View()
+        self.attempts = Attempts(settings=settings, store=store, kube=kube)
+        self.outcomes = Outcomes(settings=settings, store=store, kube=kube, view=self.view)
+        self.cancels = Cancellations(
+            owner=self.installation, store=store, kube=kube, view=self.view, grace=grace
+        )
+        self.claims = Claims(
+            owner=self.installation,
+            settings=settings,
+            store=store,
+            kube=kube,
+            view=self.view,
+            attempts=self.attempts,
+            outcomes=self.outcomes,
+            grace=grace,
+        )
+        self.leader = Leader(
+            kube=kube,
+            settings=settings.ownership,
+            installation=self.installation,
+            holder=f"{socket.gethostname()}-{os.getpid()}",
+            on_change=self._leadership,
+        )
+        self.wake = asyncio.Event()
+        self.stopping = False
+        self.ready = False
+        self.last_cycle_ms = 0
+        self._adopted = False
+        self._last_reconcile = 0.0
+        self._last_worker_beat = float("-inf")
+        self._last_heartbeat = 0.0
+        self._last_claim = float("-inf")
+        self._last_cancel_scan = float("-inf")
+        self._freed = True
+        """Capacity came free since the last claim: claim before the poll interval is up."""
+        self._leader_task: asyncio.Task[None] | None = None
+
+    # -- the loop ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        self._leader_task = asyncio.create_task(self.leader.run(), name="audiojob-leader")
+        try:
+            await self._run()
+        finally:
+            self._leader_task.cancel()
+
+    async def _run(self) -> None:
+        backoff = 1.0
+        while not self.stopping:
+            if not self.leader.acting():
+                self.ready = False
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self.wake.wait(), timeout=self.settings.ownership.retry_period_seconds
+                    )
+                continue
+            try:
+                await self.cycle()
+                backoff = 1.0
+                self.ready = True
+                delay = self.settings.claim.poll_interval_seconds
+            except (StoreError, KubeError) as e:
+                # An outage: keep what we owe, back off, catch up when it is back.
+                (m.DB_ERRORS if isinstance(e, StoreError) else m.API_ERRORS).inc()
+                log.warning("cycle interrupted, retrying in %.0f s: %s", backoff, e)
+                delay, backoff = backoff, min(backoff * 2, 30.0)
+            except Exception:
+                log.exception("unexpected error in the engine cycle")
+                delay = self.settings.claim.poll_interval_seconds
+            await asyncio.sleep(MIN_CYCLE_GAP_SECONDS)
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=delay)
+
+    def poke(self) -> None:
+        """Run the next cycle now."""
+        self.wake.set()
+
+    def observe(self, kind: str, event: str | None, body: dict[str, Any]) -> None:
+        """A watch event about a managed Job or pod: index it, and act on it now."""
+        self.view.apply(kind, event or "", body)
+        self.wake.set()
+
+    def _leadership(self, leading: bool) -> None:
+        # Whatever we knew may be out of date when we lead again: re-adopt from the rows then.
+        # Owed outcomes stay; their writes are fenced by attempt.
+        self.attempts.clear()
+        self.cancels.clear()
+        self._adopted = False
+        self._freed = True
+        self._last_worker_beat = float("-inf")
+        self.ready = False
+        self.wake.set()
+
+    async def shutdown(self) -> None:
+        """Stop claiming, flush what we owe (once), leave running Jobs to the next controller,
+        and hand the Lease over."""
+        self.stopping = True
+        self.wake.set()
+        try:
+            # Bounded: with the database away, exiting beats hanging; the outcomes are still
+            # in the finished Jobs (no TTL yet) for the next controller to record.
+            await asyncio.wait_for(self.outcomes.flush(), timeout=SHUTDOWN_FLUSH_SECONDS)
+        except (StoreError, KubeError, TimeoutError) as e:
+            log.warning(
+                "could not write every outcome before exit (the next controller will "
+                "re-derive them from the Jobs): %s",
+                e,
+            )
+        if self._leader_task is not None:
+            # A renewal racing the release would take the Lease back for a process that is
+            # about to exit, and a standby would wait the whole lease duration.
+            self._leader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._leader_task
+        await self.leader.release()
+
+    async def cycle(self) -> None:
+        m.CYCLES.inc()
+        now = now_ms()
+        if not self._adopted or self._due(self._last_reconcile, "reconcile_interval_seconds"):
+            await self._reconcile()
+        await self.outcomes.flush()
+        beats = await self._watch_running(now)
+        if self._due(self._last_heartbeat, "heartbeat_interval_seconds") or not beats:
+            await self._heartbeat(beats)
+        # Reads only when there is something to find: a cycle runs on every burst of watch
+        # events, and each statement costs (README, "Measured").
+        if len(self.cancels) or self._due(self._last_cancel_scan, "poll_interval_seconds"):
+            self._last_cancel_scan = time.monotonic()
+            for job_id in await self.cancels.finish():
+                self.attempts.pop(job_id)
+                self._freed = True
+        if self._due(self._last_worker_beat, "worker_heartbeat_seconds"):
+            # Before claiming: an installation that cannot renew its lease must not claim.
+            first = self._last_worker_beat == float("-inf")
+            await self.claims.beat(len(self.attempts), start=first)
+            self._last_worker_beat = time.monotonic()
+        if not self.stopping and (
+            self._freed or self._due(self._last_claim, "poll_interval_seconds")
+        ):
+            await self._claim()
+        m.RUNNING.set(len(self.attempts))
+        self.last_cycle_ms = now_ms()
+
+    def _due(self, last: float, setting: str) -> bool:
+        interval: float = getattr(self.settings.claim, setting)
+        return time.monotonic() - last >= interval
+
+    # -- 1. what exists ---------------------------------------------------------------------
+    async def _relist(self) -> None:
+        sent = self.view.begin_list()
+        try:
+            jobs = [JobView.from_body(b) async for page in self.kube.list_jobs() for b in page]
+            pods = [PodView.from_body(b) async for page in self.kube.list_pods() for b in page]
+        except BaseException:
+            self.view.abort_list()
+            raise
+        self.view.replace(jobs, pods, sent_mono=sent)
+
+    async def _reconcile(self) -> None:
+        # Rows first, then the list: a Job an adopted row names was created before the list
+        # was sent, so the list can tell whether it is gone (engine.attempts, created_mono).
+        await self.claims.adopt()
+        await self._relist()
+        await all_of(
+            (self._create_job(a) for a in await self.claims.take_over(self._free())),
+            limit=self.settings.kube.write_concurrency,
+        )
+        known = {a.job_id for a in self.attempts} | {
+            jid for jid in self.view.job_ids() if jid in self.outcomes or jid in self.cancels
+        }
+        await self.claims.delete_orphans(known)
+        self._adopted = True
+        self._last_reconcile = time.monotonic()
+
+    # -- 3. running attempts ----------------------------------------------------------------
+    async def _watch_running(self, now: int) -> list[Beat]:
+        beats: list[Beat] = []
+        for a in self.attempts:
+            job = self.view.job(a.name)
+            a.job_seen = a.job_seen or job is not None
+            pods = self.view.pods_of(a.name)
+            pod = pods[-1] if pods else None
+            if a.kill_then is not None:
+                if (then := after_kill(a.kill_then, pods)) is not None:
+                    self._owe(a, then)
+                else:
+                    beats.append(Beat(a.job_id, a.attempt))
+                continue
+            decision, a.memory = decide(
+                job=job,
+                pod=pod,
+                clocks=clocks_for(self.settings.timeouts, a.job_type),
+                claimed_ms=a.claimed_ms,
+                now_ms=now,
+                memory=a.memory,
+                job_was_created=a.job_created,
+                view_after_create=a.job_seen or self.view.covers(a.created_mono),
+            )
+            decision = settle(decision, pods)
+            if pod and not a.recorded_start and pod.phase != "Pending":
+                self.attempts.started(a, pod, now)
+            if isinstance(decision, CreateJob):
+                await self._create_job(a)
+                beats.append(Beat(a.job_id, a.attempt))
+            elif isinstance(decision, Running):
+                beats.append(Beat(a.job_id, a.attempt, decision.stage, decision.progress))
+            elif isinstance(decision, Kill):
+                log.info("deleting pod: %s", decision.then.error, extra=a.fields())
+                a.kill_then = decision.then
+                await self.kube.delete_job(a.name, self.grace)
+                beats.append(Beat(a.job_id, a.attempt))
+            elif isinstance(decision, Complete | Fail | Retry):
+                self._owe(a, decision)
+            else:
+                beats.append(Beat(a.job_id, a.attempt))
+        await self.attempts.record()
+        if len(self.outcomes):
+            await self.outcomes.flush()
+        return beats
+
+    def _owe(self, a: Attempt, outcome: Complete | Fail | Retry) -> None:
+        self._freed = True
+        pods = self.view.pods_of(a.name)
+        self.attempts.pop(a.job_id)
+        self.outcomes.owe(a, outcome, pods[-1] if pods else None)
+
+    async def _create_job(self, a: Attempt) -> None:
+        refused = await self.attempts.create_job(a)
+        if refused is not None:
+            self._owe(a, refused)
+
+    # -- 4. heartbeat + cancellation detection ----------------------------------------------
+    async def _heartbeat(self, beats: list[Beat]) -> None:
+        self._last_heartbeat = time.monotonic()
+        if not beats:
+            return
+        gone = await self.store.heartbeat(beats)
+        if not gone:
+            return
+        left = [a for a in self.attempts if a.job_id in gone]
+        for a in left:
+            self.attempts.pop(a.job_id)
+        self._freed = True
+        await self.cancels.left_us(left, self.outcomes)
+
+    # -- 6. claim ---------------------------------------------------------------------------
+    def _free(self) -> int:
+        return (
+            self.settings.claim.max_concurrent
+            - len(self.attempts)
+            - len(self.cancels)
+            - len(self.outcomes)
+        )
+
+    async def _claim(self) -> None:
+        self._last_claim = time.monotonic()
+        self._freed = False
+        while self.leader.acting():
+            new, full = await self.claims.claim(self._free())
+            await all_of(
+                (self._create_job(a) for a in new), limit=self.settings.kube.write_concurrency
+            )
+            await self.attempts.record()
+            if not full:
+                return
+
+    # -- queue depth for metrics ------------------------------------------------------------
+    async def count_queue(self) -> None:
+        counts = await self.store.counts()
+        m.QUEUE.labels(state="pending").set(counts.pending)
+        m.QUEUE.labels(state="inflight").set(counts.inflight)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "installation": self.installation,
+            "leader": self.leader.acting(),
+            "running": len(self.attempts),
+            "owed": len(self.outcomes),
+            "cancelling": len(self.cancels),
+            "last_cycle_ms": self.last_cycle_ms,
+            "ready": self.ready,
+        }

@@ -1,0 +1,139 @@
+"""The index: this namespace's managed Jobs and pods as last seen, keyed by Job name and job id.
+
+It holds snapshots (controller.snapshots), never whole bodies. Watch events keep it current; a
+full relist replaces it at start and every `reconcile_interval_seconds`, which also covers a
+watch that silently stalled or restarted.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from controller.snapshots import JobView, PodView
+
+
+class View:
+    def __init__(self) -> None:
+        self._jobs: dict[str, JobView] = {}
+        self._pods: dict[str, PodView] = {}
+        self._pods_of_job: dict[str, dict[str, PodView]] = {}
+        self._jobs_of_id: dict[str, set[str]] = {}
+        self._pods_of_id: dict[str, set[str]] = {}
+        self._listing = False
+        self._during_list: list[tuple[str, str, dict[str, Any]]] = []
+        self.listed_mono = float("-inf")
+        """`time.monotonic()` when the last full relist was sent: the view holds everything
+        that existed then (and whatever watch events said since)."""
+
+    # -- reading ----------------------------------------------------------------------------
+    def job(self, name: str) -> JobView | None:
+        return self._jobs.get(name)
+
+    def pods_of(self, job_name: str) -> list[PodView]:
+        """The Job's pods, oldest first."""
+        return sorted(self._pods_of_job.get(job_name, {}).values(), key=lambda p: p.created_ms)
+
+    def jobs_of(self, job_id: str) -> list[JobView]:
+        return [self._jobs[n] for n in sorted(self._jobs_of_id.get(job_id, ()))]
+
+    def has_pods_of(self, job_id: str) -> bool:
+        return bool(self._pods_of_id.get(job_id))
+
+    def job_ids(self) -> list[str]:
+        return [jid for jid, names in self._jobs_of_id.items() if names]
+
+    def covers(self, since_mono: float) -> bool:
+        """True when a full relist was sent after `since_mono`."""
+        return self.listed_mono > since_mono
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    # -- a full relist ----------------------------------------------------------------------
+    def begin_list(self) -> float:
+        """Call right before sending the lists; events from now on are replayed after them."""
+        self._listing = True
+        self._during_list = []
+        return time.monotonic()
+
+    def replace(self, jobs: list[JobView], pods: list[PodView], *, sent_mono: float) -> None:
+        self._jobs.clear()
+        self._pods.clear()
+        self._pods_of_job.clear()
+        self._jobs_of_id.clear()
+        self._pods_of_id.clear()
+        for job in jobs:
+            self._put_job(job)
+        for pod in pods:
+            self._put_pod(pod)
+        self._listing = False
+        # An event that came while the lists were in flight may be newer than them.
+        replay, self._during_list = self._during_list, []
+        for kind, event, body in replay:
+            self.apply(kind, event, body)
+        self.listed_mono = sent_mono
+
+    def abort_list(self) -> None:
+        self._listing = False
+        self._during_list = []
+
+    # -- watch events -----------------------------------------------------------------------
+    def apply(self, kind: str, event: str, body: dict[str, Any]) -> None:
+        """One watch event: `kind` is "job" or "pod", `event` kopf's type (None/ADDED/
+        MODIFIED/DELETED)."""
+        if self._listing:
+            self._during_list.append((kind, event, body))
+        name = (body.get("metadata") or {}).get("name")
+        if not name:
+            return
+        if kind == "job":
+            if event == "DELETED":
+                self._drop_job(name)
+            else:
+                self._put_job(JobView.from_body(body))
+        elif event == "DELETED":
+            self._drop_pod(name)
+        else:
+            self._put_pod(PodView.from_body(body))
+
+    # -- bookkeeping of the indexes ---------------------------------------------------------
+    def _put_job(self, job: JobView) -> None:
+        self._drop_job(job.name)
+        self._jobs[job.name] = job
+        if job.job_id is not None:
+            self._jobs_of_id.setdefault(job.job_id, set()).add(job.name)
+
+    def _drop_job(self, name: str) -> None:
+        old = self._jobs.pop(name, None)
+        if old is not None and old.job_id is not None:
+            names = self._jobs_of_id.get(old.job_id)
+            if names is not None:
+                names.discard(name)
+                if not names:
+                    del self._jobs_of_id[old.job_id]
+
+    def _put_pod(self, pod: PodView) -> None:
+        self._drop_pod(pod.name)
+        self._pods[pod.name] = pod
+        if pod.job_name:
+            self._pods_of_job.setdefault(pod.job_name, {})[pod.name] = pod
+        if pod.job_id is not None:
+            self._pods_of_id.setdefault(pod.job_id, set()).add(pod.name)
+
+    def _drop_pod(self, name: str) -> None:
+        old = self._pods.pop(name, None)
+        if old is None:
+            return
+        if old.job_name:
+            of_job = self._pods_of_job.get(old.job_name)
+            if of_job is not None:
+                of_job.pop(name, None)
+                if not of_job:
+                    del self._pods_of_job[old.job_name]
+        if old.job_id is not None:
+            of_id = self._pods_of_id.get(old.job_id)
+            if of_id is not None:
+                of_id.discard(name)
+                if not of_id:
+                    del self._pods_of_id[old.job_id]

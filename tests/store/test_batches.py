@@ -1,0 +1,40 @@
+"""Bookkeeping for many rows in one statement (controller/store/batches.py)."""
+
+from __future__ import annotations
+
+from controller.store import JobStore
+from controller.store.batches import Batches, Ended, Started
+
+T0 = 1_700_000_000_000
+INGEST = {"url": "https://example.com/a"}
+
+
+async def test_job_names_are_recorded_only_for_the_attempt_still_processing(
+    store: JobStore,
+) -> None:
+    for i in range(3):
+        await store.insert(job_id=f"b{i}", type="ingest", payload=INGEST, now_ms=T0 + i)
+    await store.claim(worker_id="w", limit=3, now_ms=T0 + 10)
+    await store.complete("b2", 1, {})
+    before = store.statements
+    await Batches(store).set_k8s_jobs([("b0", 1, "aj-b0-1"), ("b1", 9, "x"), ("b2", 1, "y")])
+    assert store.statements == before + 1
+    rows = await store.get_many(["b0", "b1", "b2"])
+    assert [rows[f"b{i}"].k8s_job for i in range(3)] == ["aj-b0-1", None, None]
+
+
+async def test_the_attempts_ledger_in_one_statement_each_way(store: JobStore) -> None:
+    batches = Batches(store)
+    before = store.statements
+    await batches.attempts_started(
+        [Started("j", 1, "pod-1", "n1", T0), Started("k", 1, "pod-2", None, T0 + 1)]
+    )
+    await batches.attempts_ended(
+        [Ended("j", 1, 0, "completed", T0 + 9), Ended("k", 1, 75, "transient", T0 + 8)]
+    )
+    assert store.statements == before + 2
+    ledger = await store.attempts("j") + await store.attempts("k")
+    assert [(a.job_id, a.pod, a.node, a.started_at, a.ended_at, a.exit_code) for a in ledger] == [
+        ("j", "pod-1", "n1", T0, T0 + 9, 0),
+        ("k", "pod-2", None, T0 + 1, T0 + 8, 75),
+    ]
