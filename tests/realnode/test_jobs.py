@@ -150,3 +150,23 @@ def test_a_reset_connection_is_retried_once(
     assert (row.attempt, row.retry_count) == (2, 1), row
     assert row.error is not None and "reset" in row.error, row.error
     assert route.hits >= 2  # each attempt's pod reached the server
+
+
+def test_a_runner_pod_refuses_a_redirect_to_link_local(
+    real_controller: Controller, rows: Rows, node_media_server: MediaServer
+) -> None:
+    # The source itself is allowed (the bridge address is on the allowlist), so the claim hands
+    # the row to a pod; the redirect to the metadata address can only be caught in the pod, by
+    # the runner's guard. The pod network has no route off this machine either way.
+    metadata = "http://169.254.169.254/latest/meta-data/"
+    url = node_media_server.serve("/moved.mp3", Route(status=302, location=metadata))
+    rows.insert("sneaky", "ingest", {"url": url})
+    real_controller.start()
+    row = rows.wait_status("sneaky", "failed", timeout=180)
+    assert (row.error_kind, row.attempt, row.retry_count) == ("permanent", 1, 0), row
+    assert row.k8s_job, "the row was refused in a pod, not at claim"
+    assert row.error is not None, row
+    assert row.error.startswith(
+        f"refused to fetch {url}: it led to 169.254.169.254, a link-local"
+    ), row.error
+    assert "runner.allowedNetworks" in row.error, row.error
