@@ -6,7 +6,7 @@ was lost (dropped socket, timeout) is retried; if the retry then finds nothing t
 row is read back to tell "our earlier try landed" from "someone else moved it".
 """
 
-# ruff: noqa: S608  # SQL is assembled only from constants and checked identifiers; values are bound
+# SQL is assembled only from constants and checked identifiers; values are bound
 
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ from controller.store.models import (
     WorkerRow,
     WriteResult,
 )
-from controller.store.schema import migrate, rename
+from controller.store.schema import migrate
+from controller.store.sql import Sql
 from runner.payloads import PayloadError, parse_payload
 from runner.rules import NetworkRules
 
@@ -46,187 +47,9 @@ T = TypeVar("T")
 # many rows are split into several statements (the controller's concurrency is far below it).
 MAX_BATCH = 500
 
-_COLS = ", ".join(JOB_COLUMNS)
-_QCOLS = ", ".join(f"audio_jobs.{c}" for c in JOB_COLUMNS)
-
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-class _Sql:
-    """The statements, rendered once for the configured table name."""
-
-    def __init__(self, table: str) -> None:
-        def r(sql: str) -> str:
-            return rename(sql, table)
-
-        self.insert = r(
-            "INSERT INTO audio_jobs (job_id, type, status, payload, priority, max_retries,"
-            " trace_id, run_after, created_at, updated_at)"
-            " VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?8)"
-            " ON CONFLICT (job_id) DO NOTHING RETURNING 1"
-        )
-        # Pending rows are cancelled and finished in one step: no pod can exist for them, so
-        # there is nothing for the controller to confirm (and KEDA need not wake it).
-        self.cancel = r(
-            "UPDATE audio_jobs SET status = 'cancelled', updated_at = ?2,"
-            " finished_at = CASE WHEN status = 'pending' THEN ?2 END,"
-            " error_kind = CASE WHEN status = 'pending' THEN 'cancelled' ELSE error_kind END,"
-            " stage = CASE WHEN status = 'pending' THEN NULL ELSE stage END,"
-            " progress = CASE WHEN status = 'pending' THEN 0 ELSE progress END"
-            " WHERE job_id = ?1 AND status IN ('pending', 'processing') RETURNING 1"
-        )
-        self.get = r(f"SELECT {_COLS} FROM audio_jobs WHERE job_id = ?1")
-        # The outer `+status` keeps SQLite from walking the whole pending index to test the
-        # rowid list; the inner SELECT reads the pending index in claim order and stops at
-        # LIMIT. One statement, so two controllers can never take the same row.
-        claim = (
-            "UPDATE audio_jobs SET status = 'processing', attempt = attempt + 1,"
-            " claimed_by = ?1, started_at = ?2, updated_at = ?2,"
-            " trace_id = COALESCE(trace_id, lower(hex(randomblob(16)))),"
-            " stage = NULL, progress = 0, k8s_job = NULL, finished_at = NULL"
-            " WHERE rowid IN (SELECT rowid FROM audio_jobs WHERE status = 'pending'"
-            " AND (run_after IS NULL OR run_after <= ?2)"
-            " ORDER BY priority DESC, created_at LIMIT {limit})"
-            f" AND +status = 'pending' RETURNING {_COLS}"
-        )
-        self.claim = r(claim.replace("{limit}", "?3"))
-        # After a try whose answer was lost, claim only what that try did not already take for
-        # this (worker, claim time), so the batch never exceeds the limit.
-        self.claim_after_loss = r(
-            claim.replace(
-                "{limit}",
-                "max(0, ?3 - (SELECT COUNT(*) FROM audio_jobs WHERE status = 'processing'"
-                " AND claimed_by = ?1 AND started_at = ?2 AND k8s_job IS NULL))",
-            )
-        )
-        # Only used when a claim's answer was lost: the rows that try claimed for us.
-        self.claim_recover = r(
-            f"SELECT {_COLS} FROM audio_jobs WHERE status = 'processing'"
-            " AND claimed_by = ?1 AND started_at = ?2 AND k8s_job IS NULL"
-        )
-        self.set_k8s_job = r(
-            "UPDATE audio_jobs SET k8s_job = ?3"
-            " WHERE job_id = ?1 AND attempt = ?2 AND status = 'processing' RETURNING 1"
-        )
-        self.complete = r(
-            "UPDATE audio_jobs SET status = 'complete', result = ?3, progress = 100,"
-            " error = NULL, error_kind = NULL, finished_at = ?4, updated_at = ?4"
-            " WHERE job_id = ?1 AND attempt = ?2 AND status = 'processing' RETURNING 1"
-        )
-        self.fail = r(
-            "UPDATE audio_jobs SET status = 'failed', error = ?3, error_kind = ?4,"
-            " finished_at = ?5, updated_at = ?5"
-            " WHERE job_id = ?1 AND attempt = ?2 AND status = 'processing' RETURNING 1"
-        )
-        # SET expressions all see the row as it was, so `retry_count < max_retries` decides
-        # every column consistently.
-        self.retry_or_fail = r(
-            "UPDATE audio_jobs SET"
-            " status = CASE WHEN retry_count < max_retries THEN 'pending' ELSE 'failed' END,"
-            " retry_count = retry_count + (retry_count < max_retries),"
-            " run_after = CASE WHEN retry_count < max_retries THEN ?5 ELSE run_after END,"
-            " error = CASE WHEN retry_count < max_retries THEN ?3"
-            " ELSE ?3 || ' (retries used up)' END,"
-            " error_kind = ?4,"
-            " k8s_job = CASE WHEN retry_count < max_retries THEN NULL ELSE k8s_job END,"
-            " claimed_by = CASE WHEN retry_count < max_retries THEN NULL ELSE claimed_by END,"
-            " stage = CASE WHEN retry_count < max_retries THEN NULL ELSE stage END,"
-            " progress = CASE WHEN retry_count < max_retries THEN 0 ELSE progress END,"
-            " finished_at = CASE WHEN retry_count < max_retries THEN NULL ELSE ?6 END,"
-            " updated_at = ?6"
-            " WHERE job_id = ?1 AND attempt = ?2 AND status = 'processing' RETURNING status"
-        )
-        self.finalize_cancelled = r(
-            "UPDATE audio_jobs SET stage = NULL, progress = 0, finished_at = ?2,"
-            " updated_at = ?2, error_kind = 'cancelled'"
-            " WHERE job_id = ?1 AND status = 'cancelled' AND finished_at IS NULL RETURNING 1"
-        )
-        self.processing_all = r(
-            f"SELECT {_COLS} FROM audio_jobs WHERE status = 'processing' ORDER BY updated_at"
-        )
-        self.processing_by = r(
-            f"SELECT {_COLS} FROM audio_jobs WHERE status = 'processing' AND claimed_by = ?1"
-            " ORDER BY updated_at"
-        )
-        self.cancelled_unfinalized = r(
-            f"SELECT {_COLS} FROM audio_jobs WHERE status = 'cancelled'"
-            " AND finished_at IS NULL ORDER BY updated_at"
-        )
-        self.stale_processing = r(
-            f"SELECT {_COLS} FROM audio_jobs WHERE status = 'processing'"
-            " AND updated_at < ?1 ORDER BY updated_at"
-        )
-        # Each COUNT walks one partial index: cost is the number of live rows, never history.
-        self.counts = r(
-            "SELECT (SELECT COUNT(*) FROM audio_jobs WHERE status = 'pending'),"
-            " (SELECT COUNT(*) FROM audio_jobs WHERE status = 'processing')"
-            " + (SELECT COUNT(*) FROM audio_jobs WHERE status = 'cancelled'"
-            " AND finished_at IS NULL)"
-        )
-        self.attempt_started = r(
-            "INSERT INTO audio_job_attempts (job_id, attempt, pod, node, started_at)"
-            " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (job_id, attempt) DO UPDATE SET"
-            " pod = COALESCE(excluded.pod, pod), node = COALESCE(excluded.node, node),"
-            " started_at = COALESCE(started_at, excluded.started_at)"
-        )
-        self.attempt_ended = r(
-            "INSERT INTO audio_job_attempts (job_id, attempt, ended_at, exit_code, reason)"
-            " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (job_id, attempt) DO UPDATE SET"
-            " ended_at = excluded.ended_at, exit_code = excluded.exit_code,"
-            " reason = excluded.reason"
-        )
-        self.attempts = r(
-            "SELECT job_id, attempt, pod, node, started_at, ended_at, exit_code, reason"
-            " FROM audio_job_attempts WHERE job_id = ?1 ORDER BY attempt"
-        )
-        self.register_worker = r(
-            "INSERT INTO audio_job_workers (worker_id, version, started_at, last_seen, active)"
-            " VALUES (?1, ?2, ?3, ?3, 0) ON CONFLICT (worker_id) DO UPDATE SET"
-            " version = excluded.version, started_at = excluded.started_at,"
-            " last_seen = excluded.last_seen, active = 0"
-        )
-        self.worker_heartbeat = r(
-            "INSERT INTO audio_job_workers (worker_id, version, started_at, last_seen, active)"
-            " VALUES (?1, '', ?3, ?3, ?2) ON CONFLICT (worker_id) DO UPDATE SET"
-            " last_seen = excluded.last_seen, active = excluded.active"
-        )
-        self.workers = r(
-            "SELECT worker_id, version, started_at, last_seen, active FROM audio_job_workers"
-            " ORDER BY worker_id"
-        )
-        self.table = table
-
-    def heartbeat(self, n: int) -> str:
-        values = ", ".join(["(?, ?, ?, ?)"] * n)
-        return rename(
-            f"WITH beats (job_id, attempt, stage, progress) AS (VALUES {values})"
-            f" UPDATE audio_jobs SET updated_at = ?{4 * n + 1},"
-            " stage = COALESCE(beats.stage, audio_jobs.stage),"
-            " progress = COALESCE(beats.progress, audio_jobs.progress)"
-            " FROM beats WHERE audio_jobs.job_id = beats.job_id"
-            " AND audio_jobs.attempt = beats.attempt AND audio_jobs.status = 'processing'"
-            " RETURNING audio_jobs.job_id",
-            self.table,
-        )
-
-    def reject(self, n: int) -> str:
-        values = ", ".join(["(?, ?, ?)"] * n)
-        return rename(
-            f"WITH bad (job_id, attempt, error) AS (VALUES {values})"
-            " UPDATE audio_jobs SET status = 'failed', error = bad.error,"
-            f" error_kind = 'permanent', stage = NULL, finished_at = ?{3 * n + 1},"
-            f" updated_at = ?{3 * n + 1}"
-            " FROM bad WHERE audio_jobs.job_id = bad.job_id"
-            " AND audio_jobs.attempt = bad.attempt AND audio_jobs.status = 'processing'"
-            " RETURNING audio_jobs.job_id",
-            self.table,
-        )
-
-    def get_many(self, n: int) -> str:
-        marks = ", ".join(["?"] * n)
-        return rename(f"SELECT {_COLS} FROM audio_jobs WHERE job_id IN ({marks})", self.table)
 
 
 def _row(values: Sequence[Any]) -> JobRow:
@@ -276,7 +99,7 @@ class JobStore:
             where=self._where,
             token=token,
         )
-        self._sql = _Sql(db.table)
+        self._sql = Sql(db.table)
         self._unwritten_rejections: dict[tuple[str, int], str] = {}
         self._claim_stamps: dict[str, int] = {}
 

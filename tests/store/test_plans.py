@@ -13,7 +13,7 @@ import pytest
 
 from controller.settings import DbSettings
 from controller.store import JobStore
-from controller.store.store import _Sql
+from controller.store.sql import Sql as _Sql
 
 
 @pytest.fixture
