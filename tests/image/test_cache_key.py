@@ -22,7 +22,7 @@ def tree(tmp_path: Path) -> Path:
         "controller/engine.py": "x = 1",
         "controller/__pycache__/engine.cpython-311.pyc": "bytecode",
         "runner/ingest.py": "y = 2",
-        "tests/test_engine.py": "assert True",
+        "tests/test_engine.py": "def test_engine() -> None: ...",
         "devcluster/demo.py": "z = 3",
     }
     for rel, text in files.items():
