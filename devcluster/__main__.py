@@ -12,7 +12,8 @@ import shutil
 import sys
 import time
 
-from devcluster.controlplane import CACHE, LocalCluster, bin_dir, kill_pids, pid_alive
+from devcluster.controlplane import CACHE, LocalCluster, bin_dir
+from devcluster.procs import kill_pids, pid_alive
 
 RUN = CACHE / "run" / "cluster"
 

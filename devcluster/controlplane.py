@@ -20,17 +20,19 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import kubernetes
+
+from devcluster.pki import make_pki, write_kubeconfig
+from devcluster.procs import terminate, wait_while_running
 
 if TYPE_CHECKING:
     from devcluster.node.realnode import RealNode
@@ -71,128 +73,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_pki(pki: Path) -> None:
-    """A CA, the apiserver's serving cert, its client cert for kubelets, a front-proxy client
-    cert and the SA signing key."""
-    pki.mkdir(parents=True, exist_ok=True)
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "3650",
-        "-subj",
-        "/CN=audiojob-test-ca",
-        cwd=pki,
-    )
-    sans = (
-        "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,"
-        "DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.96.0.1"
-    )
-    sign_cert(
-        pki,
-        "apiserver",
-        subject="/CN=kube-apiserver",
-        extensions=f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n",
-    )
-    sign_cert(pki, "front-proxy-client", subject="/CN=front-proxy-client")
-    # What the apiserver shows a real kubelet for `kubectl logs` and `exec`.
-    sign_cert(pki, "apiserver-kubelet-client", subject="/O=system:masters/CN=kube-apiserver")
-    _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
-    _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
-
-
-def sign_cert(
-    pki: Path,
-    name: str,
-    *,
-    subject: str,
-    extensions: str = "extendedKeyUsage=clientAuth\n",
-    out_dir: Path | None = None,
-) -> None:
-    """A key and a certificate for `subject` signed by the CA in `pki`, written as
-    `<name>.key`/`<name>.crt` into `out_dir` (default `pki`)."""
-    out = out_dir or pki
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.ext").write_text(extensions)
-    _openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        f"{name}.key",
-        "-out",
-        f"{name}.csr",
-        "-subj",
-        subject,
-        cwd=out,
-    )
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        f"{name}.csr",
-        "-CA",
-        str(pki / "ca.crt"),
-        "-CAkey",
-        str(pki / "ca.key"),
-        "-CAcreateserial",
-        "-CAserial",
-        str(pki / "ca.srl"),
-        "-days",
-        "3650",
-        "-extfile",
-        f"{name}.ext",
-        "-out",
-        f"{name}.crt",
-        cwd=out,
-    )
-
-
-def write_kubeconfig(
-    path: Path,
-    *,
-    server: str,
-    ca_file: Path,
-    token: str = "",
-    user: str = "user",
-    client_cert: tuple[Path, Path] | None = None,
-) -> None:
-    """A kubeconfig authenticating with a bearer token, or with `client_cert` (cert, key)."""
-    credentials: dict[str, str] = {"token": token}
-    if client_cert:
-        credentials = {
-            "client-certificate": str(client_cert[0]),
-            "client-key": str(client_cert[1]),
-        }
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "audiojob",
-                "cluster": {"server": server, "certificate-authority": str(ca_file)},
-            }
-        ],
-        "users": [{"name": user, "user": credentials}],
-        "contexts": [{"name": "audiojob", "context": {"cluster": "audiojob", "user": user}}],
-        "current-context": "audiojob",
-    }
-    path.write_text(json.dumps(config, indent=2))
-    path.chmod(0o600)
 
 
 def fake_node(name: str) -> dict[str, Any]:
@@ -443,7 +323,7 @@ class LocalCluster:
 
     def _stop_control_plane(self) -> None:
         for name in reversed(list(self.procs)):
-            _terminate(self.procs[name])
+            terminate(self.procs[name])
         self.procs.clear()
         if self.state_dir is not None and self.state_dir.exists():
             shutil.rmtree(self.state_dir, ignore_errors=True)
@@ -451,7 +331,7 @@ class LocalCluster:
     def restart_apiserver(self, down_seconds: float = 0.0) -> None:
         """Stop kube-apiserver (SIGTERM, then SIGKILL), stay down `down_seconds`, start it again
         with the same arguments and return once /readyz answers. etcd keeps every object."""
-        _terminate(self.procs.pop("kube-apiserver"))
+        terminate(self.procs.pop("kube-apiserver"))
         time.sleep(down_seconds)
         self._spawn("kube-apiserver", self.argvs["kube-apiserver"])
         self._wait(self._apiserver_ready, "kube-apiserver /readyz after restart")
@@ -527,72 +407,6 @@ class LocalCluster:
     def _default_sa(core: kubernetes.client.CoreV1Api) -> bool:
         core.read_namespaced_service_account("default", "default")
         return True
-
-
-def wait_while_running(
-    predicate: Callable[[], object],
-    what: str,
-    *,
-    procs: dict[str, subprocess.Popen[bytes]],
-    log: Callable[[str], Path],
-    timeout: float,
-) -> None:
-    """Poll `predicate` until it is truthy; fail at once, with the tail of its log, when one
-    of `procs` exits meanwhile, and after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for name, proc in procs.items():
-            if proc.poll() is not None:
-                tail = log(name).read_text(errors="replace")[-3000:]
-                raise RuntimeError(
-                    f"{name} exited with {proc.returncode} while waiting for {what}:\n{tail}"
-                )
-        with contextlib.suppress(Exception):
-            if predicate():
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def _terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def kill_pids(pids: dict[str, int], timeout: float = 10.0) -> list[str]:
-    """Stop processes recorded by another Python process (the `down` command); returns the
-    names of any that were still alive after SIGKILL (should be none)."""
-    for pid in pids.values():
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(pid_alive(p) for p in pids.values()):
-        time.sleep(0.1)
-    for pid in pids.values():
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-    time.sleep(0.2)
-    return [n for n, p in pids.items() if pid_alive(p)]
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); it is gone for our purposes.
-    with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
-            return False
-    return True
 
 
 @contextlib.contextmanager

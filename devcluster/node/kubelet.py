@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from devcluster.controlplane import sign_cert, write_kubeconfig
+from devcluster.pki import sign_cert, write_kubeconfig
 
 # Pods that do not tolerate this never land on the real node, so tests written for kwok's
 # scripted pods keep getting kwok nodes.

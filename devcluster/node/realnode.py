@@ -25,19 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 import kubernetes
 
-from devcluster.controlplane import (
-    CACHE,
-    bin_dir,
-    free_port,
-    kill_pids,
-    wait_while_running,
-)
+from devcluster.controlplane import CACHE, bin_dir, free_port
 from devcluster.node.cgroups import CgroupTree, NodeUnavailable, require_cgroup_v1_memory
 from devcluster.node.containerd import Containerd, archive_refs, content_key, pause_archive
 from devcluster.node.hoststate import HostState, mounts_under, remove_tree, unmount_all
 from devcluster.node.kubelet import TAINT_KEY, Kubelet
 from devcluster.node.lock import MachineLock
 from devcluster.node.network import PodNetwork
+from devcluster.procs import kill_pids, wait_while_running
 
 if TYPE_CHECKING:
     from devcluster.controlplane import LocalCluster

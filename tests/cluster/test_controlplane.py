@@ -13,7 +13,9 @@ import kubernetes
 import pytest
 from kubernetes.client import ApiException
 
-from devcluster.controlplane import LocalCluster, binary, pid_alive, write_kubeconfig
+from devcluster.controlplane import LocalCluster, binary
+from devcluster.pki import write_kubeconfig
+from devcluster.procs import pid_alive
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.cluster
