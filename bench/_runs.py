@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import kubernetes
 from controller.settings import DbSettings
 from controller.store import JobStore
 from devcluster.controlplane import LocalCluster, free_port
+from devcluster.procs import terminate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,13 +98,7 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    terminate(proc, timeout=30)
 
 
 def proc_usage(pid: int) -> tuple[float, float]:

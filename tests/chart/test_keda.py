@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pytest
 from controller.settings import DbSettings
 from controller.store import JobStore
 from devcluster.controlplane import LocalCluster, binary, free_port
+from devcluster.procs import terminate
 from tests.chart.test_chart import CHART, helm
 from tests.chart.test_crds import CRDS
 from tests.helpers import wait_for
@@ -88,12 +88,7 @@ def keda(
         start_new_session=True,
     )
     yield proc
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    terminate(proc, timeout=15)
 
 
 @pytest.fixture
