@@ -19,6 +19,8 @@ from controller.settings import Settings
 from controller.snapshots import PodView
 from controller.store import JobStore, StoreError, now_ms
 from controller.store.batches import Batches, Ended
+from controller.store.outcome_writes import Completion, Failure, Requeue
+from controller.store.rows import chunks
 
 log = logging.getLogger("audiojob.engine")
 
@@ -31,6 +33,17 @@ class Owed:
     outcome: Complete | Fail | Retry
     exit_code: int | None = None
     reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """An outcome whose write was answered, and what Kubernetes is told about it."""
+
+    attempt: Attempt
+    event: str
+    """The Event's reason; empty when the row had moved on (nothing of ours to announce)."""
+    text: str
+    ok: bool
 
 
 class Outcomes:
@@ -63,23 +76,47 @@ class Outcomes:
         )
 
     async def flush(self) -> None:
-        """Write every owed outcome (one fenced statement each), then the attempts ledger in
-        one statement, then Events and TTLs in parallel."""
+        """Write every owed outcome (one statement per kind), then the attempts ledger in one
+        statement, then Events and TTLs in parallel."""
         async with self._flushing:
             await self._flush()
 
     async def _flush(self) -> None:
-        recorded: list[tuple[Attempt, str, str, bool]] = []
+        owed = list(self._owed.values())
+        done = [(o, o.outcome) for o in owed if isinstance(o.outcome, Complete)]
+        failed = [(o, o.outcome) for o in owed if isinstance(o.outcome, Fail)]
+        retried = [(o, o.outcome) for o in owed if isinstance(o.outcome, Retry)]
+        recorded: list[Recorded] = []
+        # Slices of one statement each, answered as soon as they land: if the database goes
+        # away halfway, what did land is followed up (TTL, Event) and the rest stays owed.
         try:
-            for job_id, owed in list(self._owed.items()):
-                label, res = await self._write(owed)
-                del self._owed[job_id]
-                a, o = owed.attempt, owed.outcome
-                m.OUTCOMES.labels(outcome=label if res != "stale" else "stale").inc()
-                self._ends.append(Ended(a.job_id, a.attempt, owed.exit_code, owed.reason, now_ms()))
-                text = getattr(o, "error", "completed")
-                log.info("recorded %s: %s", label, text, extra=a.fields(write=res))
-                recorded.append((a, label if res != "stale" else "", text, isinstance(o, Complete)))
+            for dones in chunks(done):
+                written = await self._store.complete_many(
+                    [Completion(o.attempt.job_id, o.attempt.attempt, c.result) for o, c in dones]
+                )
+                for o, _ in dones:
+                    recorded.append(self._recorded(o, "complete", written[o.attempt.job_id]))
+            for fails in chunks(failed):
+                answered = await self._store.fail_many(
+                    [
+                        Failure(o.attempt.job_id, o.attempt.attempt, f.error, f.kind)
+                        for o, f in fails
+                    ]
+                )
+                for o, f in fails:
+                    recorded.append(self._recorded(o, f.kind, answered[o.attempt.job_id]))
+            backoff = self._settings.timeouts.retry_backoff_seconds
+            for retries in chunks(retried):
+                settled = await self._store.retry_many(
+                    [
+                        Requeue(o.attempt.job_id, o.attempt.attempt, r.error, r.kind, backoff)
+                        for o, r in retries
+                    ]
+                )
+                for o, r in retries:
+                    res = settled[o.attempt.job_id]
+                    label = "retried" if res == "requeued" else r.kind
+                    recorded.append(self._recorded(o, label, res))
         finally:
             await self._kube_after(recorded)
         if self._ends:
@@ -89,31 +126,28 @@ class Outcomes:
             except StoreError as e:  # history, not state: written with the next flush
                 log.warning("could not record the end of %d attempts yet: %s", len(self._ends), e)
 
-    async def _write(self, owed: Owed) -> tuple[str, str]:
+    def _recorded(self, owed: Owed, label: str, res: str) -> Recorded:
+        """The outcome's write has an answer (`stale`: the row had moved on): it is owed no
+        more; count, log and keep what Kubernetes is told next."""
         a, o = owed.attempt, owed.outcome
-        if isinstance(o, Complete):
-            return "complete", await self._store.complete(a.job_id, a.attempt, o.result)
-        if isinstance(o, Fail):
-            return o.kind, await self._store.fail(a.job_id, a.attempt, error=o.error, kind=o.kind)
-        res = await self._store.retry_or_fail(
-            a.job_id,
-            a.attempt,
-            error=o.error,
-            kind=o.kind,
-            backoff_seconds=self._settings.timeouts.retry_backoff_seconds,
-        )
-        return ("retried" if res == "requeued" else o.kind), res
+        if self._owed.get(a.job_id) is owed:
+            del self._owed[a.job_id]
+        m.OUTCOMES.labels(outcome=label if res != "stale" else "stale").inc()
+        self._ends.append(Ended(a.job_id, a.attempt, owed.exit_code, owed.reason, now_ms()))
+        text = getattr(o, "error", "completed")
+        log.info("recorded %s: %s", label, text, extra=a.fields(write=res))
+        return Recorded(a, label if res != "stale" else "", text, isinstance(o, Complete))
 
-    async def _kube_after(self, recorded: list[tuple[Attempt, str, str, bool]]) -> None:
+    async def _kube_after(self, recorded: list[Recorded]) -> None:
         ttl = self._settings.runner.ttl_seconds_after_finished
 
-        async def one(a: Attempt, label: str, text: str, ok: bool) -> None:
-            if label:
-                await self.event(a, label, text, warning=not ok)
+        async def one(r: Recorded) -> None:
+            if r.event:
+                await self.event(r.attempt, r.event, r.text, warning=not r.ok)
             # Only now may Kubernetes collect the finished Job.
-            await self._kube.set_job_ttl(a.name, ttl)
+            await self._kube.set_job_ttl(r.attempt.name, ttl)
 
-        await all_of((one(*r) for r in recorded), limit=self._settings.kube.write_concurrency)
+        await all_of((one(r) for r in recorded), limit=self._settings.kube.write_concurrency)
 
     async def event(self, a: Attempt, reason: str, message: str, *, warning: bool) -> None:
         job = self._view.job(a.name)

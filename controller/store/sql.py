@@ -71,34 +71,6 @@ class Sql:
             "UPDATE audio_jobs SET k8s_job = ?3"
             " WHERE job_id = ?1 AND attempt = ?2 AND status = 'processing' RETURNING 1"
         )
-        self.complete = r(
-            "UPDATE audio_jobs SET status = 'complete', result = ?3, progress = 100,"
-            " error = NULL, error_kind = NULL, finished_at = ?4, updated_at = ?4"
-            " WHERE job_id = ?1 AND attempt = ?2 AND status = 'processing' RETURNING 1"
-        )
-        self.fail = r(
-            "UPDATE audio_jobs SET status = 'failed', error = ?3, error_kind = ?4,"
-            " finished_at = ?5, updated_at = ?5"
-            " WHERE job_id = ?1 AND attempt = ?2 AND status = 'processing' RETURNING 1"
-        )
-        # SET expressions all see the row as it was, so `retry_count < max_retries` decides
-        # every column consistently.
-        self.retry_or_fail = r(
-            "UPDATE audio_jobs SET"
-            " status = CASE WHEN retry_count < max_retries THEN 'pending' ELSE 'failed' END,"
-            " retry_count = retry_count + (retry_count < max_retries),"
-            " run_after = CASE WHEN retry_count < max_retries THEN ?5 ELSE run_after END,"
-            " error = CASE WHEN retry_count < max_retries THEN ?3"
-            " ELSE ?3 || ' (retries used up)' END,"
-            " error_kind = ?4,"
-            " k8s_job = CASE WHEN retry_count < max_retries THEN NULL ELSE k8s_job END,"
-            " claimed_by = CASE WHEN retry_count < max_retries THEN NULL ELSE claimed_by END,"
-            " stage = CASE WHEN retry_count < max_retries THEN NULL ELSE stage END,"
-            " progress = CASE WHEN retry_count < max_retries THEN 0 ELSE progress END,"
-            " finished_at = CASE WHEN retry_count < max_retries THEN NULL ELSE ?6 END,"
-            " updated_at = ?6"
-            " WHERE job_id = ?1 AND attempt = ?2 AND status = 'processing' RETURNING status"
-        )
         self.finalize_cancelled = r(
             "UPDATE audio_jobs SET stage = NULL, progress = 0, finished_at = ?2,"
             " updated_at = ?2, error_kind = 'cancelled'"
@@ -182,6 +154,58 @@ class Sql:
             " FROM bad WHERE audio_jobs.job_id = bad.job_id"
             " AND audio_jobs.attempt = bad.attempt AND audio_jobs.status = 'processing'"
             " RETURNING audio_jobs.job_id",
+            self.table,
+        )
+
+    # Outcomes: one statement for many rows of one kind. `v` holds (job id, attempt, values)
+    # per row; the last parameter is the clock. The fence is the single-row one: the row must
+    # still be at that attempt and `processing` (not cancelled meanwhile, not taken over).
+
+    def complete(self, n: int) -> str:
+        return self._outcome(
+            n,
+            "result",
+            "status = 'complete', result = v.result, progress = 100, error = NULL,"
+            " error_kind = NULL, finished_at = {now}, updated_at = {now}",
+        )
+
+    def fail(self, n: int) -> str:
+        return self._outcome(
+            n,
+            "error, kind",
+            "status = 'failed', error = v.error, error_kind = v.kind,"
+            " finished_at = {now}, updated_at = {now}",
+        )
+
+    def retry_or_fail(self, n: int) -> str:
+        """Requeue each row if it has retries left, else fail it. SET expressions all see the
+        row as it was, so `retry_count < max_retries` decides every column consistently."""
+        more = "audio_jobs.retry_count < audio_jobs.max_retries"
+        return self._outcome(
+            n,
+            "error, kind, run_after",
+            f"status = CASE WHEN {more} THEN 'pending' ELSE 'failed' END,"
+            f" retry_count = audio_jobs.retry_count + ({more}),"
+            f" run_after = CASE WHEN {more} THEN v.run_after ELSE audio_jobs.run_after END,"
+            f" error = CASE WHEN {more} THEN v.error ELSE v.error || ' (retries used up)' END,"
+            " error_kind = v.kind,"
+            f" k8s_job = CASE WHEN {more} THEN NULL ELSE audio_jobs.k8s_job END,"
+            f" claimed_by = CASE WHEN {more} THEN NULL ELSE audio_jobs.claimed_by END,"
+            f" stage = CASE WHEN {more} THEN NULL ELSE audio_jobs.stage END,"
+            f" progress = CASE WHEN {more} THEN 0 ELSE audio_jobs.progress END,"
+            f" finished_at = CASE WHEN {more} THEN NULL ELSE {{now}} END,"
+            " updated_at = {now}",
+        )
+
+    def _outcome(self, n: int, columns: str, assignments: str) -> str:
+        width = 2 + len(columns.split(","))
+        values = ", ".join(["(" + ", ".join(["?"] * width) + ")"] * n)
+        return rename(
+            f"WITH v (job_id, attempt, {columns}) AS (VALUES {values})"
+            f" UPDATE audio_jobs SET {assignments.replace('{now}', f'?{width * n + 1}')}"
+            " FROM v WHERE audio_jobs.job_id = v.job_id AND audio_jobs.attempt = v.attempt"
+            " AND audio_jobs.status = 'processing'"
+            " RETURNING audio_jobs.job_id, audio_jobs.status",
             self.table,
         )
 

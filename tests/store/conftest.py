@@ -42,6 +42,15 @@ def db(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> DbSettin
 
 
 @pytest.fixture
+async def wire(server: HranaServer) -> AsyncIterator[JobStore]:
+    """A store on the Hrana test server with a short statement timeout, for fault tests."""
+    db = DbSettings(url=server.url(), statement_timeout_seconds=0.5)
+    store = await JobStore.open(db, retry=FAST_RETRY)
+    yield store
+    await store.close()
+
+
+@pytest.fixture
 async def store(db: DbSettings) -> AsyncIterator[JobStore]:
     s = await JobStore.open(db, retry=FAST_RETRY)
     yield s

@@ -12,7 +12,6 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,14 +24,6 @@ from .conftest import FAST_RETRY
 
 INGEST = {"url": "https://example.com/a"}
 T0 = 1_700_000_000_000
-
-
-@pytest.fixture
-async def wire(server: HranaServer) -> AsyncIterator[JobStore]:
-    db = DbSettings(url=server.url(), statement_timeout_seconds=0.5)
-    store = await JobStore.open(db, retry=FAST_RETRY)
-    yield store
-    await store.close()
 
 
 async def seed(store: JobStore, n: int) -> None:

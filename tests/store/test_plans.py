@@ -90,8 +90,9 @@ def test_controller_queries_use_partial_indexes(
         (SQL.heartbeat(2), ["a", 1, None, None, "b", 1, "s", 5, 0]),
         (SQL.reject(2), ["a", 1, "e", "b", 1, "e", 0]),
         (SQL.get_many(3), ["a", "b", "c"]),
-        (SQL.complete, ["a", 1, "{}", 0]),
-        (SQL.retry_or_fail, ["a", 1, "e", "transient", 0, 0]),
+        (SQL.complete(2), ["a", 1, "{}", "b", 1, "{}", 0]),
+        (SQL.fail(1), ["a", 1, "e", "permanent", 0]),
+        (SQL.retry_or_fail(2), ["a", 1, "e", "transient", 5, "b", 2, "e", "lost", 5, 0]),
         (SQL.cancel, ["a", 0]),
     ],
 )
