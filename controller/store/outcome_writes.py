@@ -59,6 +59,8 @@ R = TypeVar("R", bound=str)
 
 
 class OutcomeWrites(StoreCore):
+    """The run-outcome writes of `JobStore`: one row, or many in one statement per kind."""
+
     async def complete(
         self, job_id: str, attempt: int, result: dict[str, Any], *, now_ms: int | None = None
     ) -> WriteResult:
