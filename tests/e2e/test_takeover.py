@@ -101,12 +101,13 @@ def test_a_dead_installations_cancelled_rows_are_finalized_after_the_run_deadlin
     controller, controllers, more_namespaces, rows, batch_v1
 ):
     clocks = {
-        "AUDIOJOB_TIMEOUTS__INGEST_SECONDS": "4",
+        # Long enough for the taker to start before the owner's pods reach their deadline.
+        "AUDIOJOB_TIMEOUTS__INGEST_SECONDS": "30",
         "AUDIOJOB_TIMEOUTS__PENDING_SECONDS": "2",
         "AUDIOJOB_OWNERSHIP__TAKEOVER_MARGIN_SECONDS": "1",
         **CADENCE,
     }
-    deadline_ms = (2 + 4 + 2 + 1) * 1000  # pending + run + cancel grace (conftest) + margin
+    deadline_ms = (2 + 30 + 2 + 1) * 1000  # pending + run + cancel grace (conftest) + margin
     ids = ["c-0", "c-1", "c-2"]
     for job_id in ids:
         rows.insert(job_id)
