@@ -66,13 +66,15 @@ class Ownership:
             " started_at = CASE WHEN ?4 THEN excluded.started_at ELSE started_at END"
         )
         # One statement per check, also when nothing is eligible: every cancelled row still
-        # open, then up to ?7 (the free capacity) processing rows. The gate leads the join, so
-        # while no other installation's worker row is stale (the common case) the check reads
-        # the workers table and no job row at all; ?8 = 1 opens it, for rows whose owner never
-        # had a worker row (engine: at each reconcile).
+        # open, then up to ?7 (the free capacity) processing rows. The gate leads the join:
+        # it opens only while some other installation's worker row is stale but younger than
+        # ?9, the window in which its rows become eligible (see `dead_rows`). Otherwise, the
+        # common case, the check reads the workers table and no job row at all. ?8 = 1 opens
+        # it regardless (engine: at each reconcile).
         gate = (
             "WITH gate AS (SELECT 1 WHERE ?8 OR EXISTS (SELECT 1 FROM audio_job_workers g"
-            f" WHERE g.worker_id IS NOT ?1 AND g.last_seen < {_NOW} - ?2))"
+            f" WHERE g.worker_id IS NOT ?1 AND g.last_seen < {_NOW} - ?2"
+            f" AND g.last_seen >= {_NOW} - ?9))"
         )
         rows = f"SELECT {_QCOLS}, {_DEADLINE} FROM gate CROSS JOIN audio_jobs j WHERE"
         theirs = f"j.claimed_by IS NOT ?1 AND {_DEAD}"
@@ -118,8 +120,21 @@ class Ownership:
     ) -> list[Orphan]:
         """Rows of installations whose lease ran out: every cancelled row still waiting for its
         pod to be confirmed gone, then up to `limit` processing rows, oldest heartbeat first.
-        `gated=False` also finds rows whose owner never had a worker row."""
-        args = [*_common(me, lease_ms, now, deadlines_ms), max(limit, 0), int(not gated)]
+
+        The gated check looks only while an installation's worker row is between `lease_ms`
+        and `2 * (lease_ms + the longest run deadline)` old: each of its rows becomes eligible
+        in that window (an owner claims only within a worker heartbeat of its last beat, at
+        most half the lease, and a row is past its deadline that deadline after its claim).
+        `gated=False` looks regardless: for rows left over after the window (the takers were
+        full) and rows whose owner never had a worker row.
+        """
+        window = 2 * (lease_ms + max(deadlines_ms.values()))
+        args = [
+            *_common(me, lease_ms, now, deadlines_ms),
+            max(limit, 0),
+            int(not gated),
+            window,
+        ]
         rs, _ = await self._store._run(self._dead_rows, args, "list rows of dead installations")
         return [_orphan(v) for v in rs.rows]
 

@@ -122,7 +122,9 @@ async def test_cancelled_rows_of_a_dead_installation_need_no_capacity(store: Job
     ]
 
 
-async def test_rows_without_a_worker_row_pass_only_the_ungated_check(store: JobStore) -> None:
+async def test_rows_past_the_window_or_without_a_worker_row_pass_only_the_ungated_check(
+    store: JobStore,
+) -> None:
     own = await setup_rows(store)
     await store.insert(job_id="g", type="ingest", payload=INGEST, now_ms=T0 + 40)
     await store.claim(worker_id="ghost", limit=1, now_ms=T0 + 50)
@@ -132,6 +134,13 @@ async def test_rows_without_a_worker_row_pass_only_the_ungated_check(store: JobS
     assert await own.dead_rows(**kw, now=now) == []
     (ghost,) = await own.dead_rows(**kw, gated=False, now=now)
     assert ghost.row.job_id == "g" and not ghost.past_deadline
+    # "dead" stopped at T0 + 30; long after its window the gated check no longer looks.
+    late = T0 + 31 + 2 * (LEASE + max(DEADLINES.values()))
+    await own.beat("alive", "0.1.0", 1, now=late)
+    assert await own.dead_rows(**kw, now=late) == []
+    ungated = await own.dead_rows(**kw, gated=False, now=late)
+    assert sorted(o.row.job_id for o in ungated) == ["g", "r0", "r1"]
+    assert all(o.past_deadline for o in ungated)
 
 
 def vm_steps(path: Path, sql: str, args: list[object]) -> int:
@@ -163,17 +172,31 @@ async def test_the_check_reads_no_job_rows_while_every_installation_is_alive(
                 await store.insert(job_id=f"c{i}", type="ingest", payload=INGEST, now_ms=T0 + i)
             await store.claim(worker_id="alive", limit=n, now_ms=T0 + start + n)
 
-        def steps(now: int) -> int:
-            args = ["me", LEASE, now, *DEADLINES.values(), 100, 0]
-            return vm_steps(path, own._dead_rows, args)  # the statement itself
+        window = 2 * (LEASE + max(DEADLINES.values()))
+
+        def steps(now: int) -> int:  # of the statement itself
+            return vm_steps(
+                path, own._dead_rows, ["me", LEASE, now, *DEADLINES.values(), 100, 0, window]
+            )
+
+        def reads_job_rows(now: int) -> bool:
+            return steps(now) > few + 200  # reading 200 rows takes far more than 200 steps
 
         await add(5, 0)
         await own.beat("alive", "0.1.0", 5, now=T0)
         few = steps(T0)
         await add(200, 5)
-        assert steps(T0) == few
-        # Once an installation's lease has run out, the check does read the rows.
+        assert not reads_job_rows(T0)
+        # Once an installation's lease has run out, the check does read the rows...
         await own.beat("alive", "0.1.0", 205, now=T0 + LEASE + 1)
-        assert steps(T0 + LEASE + 1) > few + 200
+        assert reads_job_rows(T0 + LEASE + 1)
+        # ...until every row of the dead one has been past its run deadline for a while: a
+        # worker row left behind for good (an uninstalled installation, or a controller from
+        # before installation ids, which used its hostname-pid) costs nothing.
+        later = T0 + 2 * (LEASE + max(DEADLINES.values()))
+        await own.beat("alive", "0.1.0", 205, now=later)
+        assert reads_job_rows(later)
+        await own.beat("alive", "0.1.0", 205, now=later + 1)
+        assert not reads_job_rows(later + 1)
     finally:
         await store.close()
