@@ -11,7 +11,7 @@ from controller import metrics as m
 from controller.engine.attempts import Attempt, Attempts
 from controller.engine.outcomes import Outcomes
 from controller.engine.view import View
-from controller.kube import Kube
+from controller.kube import Kube, KubeError
 from controller.lifecycle import clocks_for, orphan_to_delete, run_deadline_ms
 from controller.logs import job_fields
 from controller.settings import Settings
@@ -136,6 +136,7 @@ class Claims:
                     why,
                     extra=job_fields(orphan.row.job_id, orphan.row.trace_id),
                 )
+                await self._collect(orphan.row.k8s_job)
                 continue
             row = await self._own.take_over(
                 orphan.row,
@@ -146,7 +147,18 @@ class Claims:
             )
             if row is not None:
                 taken.append(await self._took(orphan, row, why))
+                await self._collect(orphan.row.k8s_job)
         return taken
+
+    async def _collect(self, name: str | None) -> None:
+        """A dead owner's finished Job in our view never got its TTL (that comes with the
+        recorded outcome); its attempt is history now, so let the TTL collect it."""
+        if name is None or (job := self._view.job(name)) is None or not job.finished:
+            return
+        try:
+            await self._kube.set_job_ttl(name, self._settings.runner.ttl_seconds_after_finished)
+        except KubeError as e:  # the Job stays until someone deletes it; nothing runs
+            log.warning("could not set the TTL of Job %s of a taken-over row: %s", name, e)
 
     async def _took(self, orphan: Orphan, row: JobRow, why: str) -> Attempt:
         old = orphan.row

@@ -95,6 +95,11 @@ def test_a_finished_job_in_view_is_taken_over_at_once_on_the_takeover_cadence(
     # Nothing ran again for the cancelled row: its only Job is the stray's.
     per = jobs_per_attempt(batch_v1, namespace)
     assert sorted(per) == [("x-0", "1"), ("x-0", "2"), ("x-1", "1"), ("x-1", "2"), ("x-2", "1")]
+    # The stray's Jobs never got their TTL (it died before recording anything): the taker
+    # gives it to them, so they do not stay forever.
+    for job_id in ids:
+        job = batch_v1.read_namespaced_job(first[job_id].k8s_job, namespace)
+        assert job.spec.ttl_seconds_after_finished == 600, job.spec
 
 
 def test_a_dead_installations_cancelled_rows_are_finalized_after_the_run_deadline(
