@@ -26,11 +26,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# ffmpeg/ffprobe for the runner; openssl for the control plane's PKI.
+# ffmpeg/ffprobe for the runner; openssl for the control plane's PKI; faketime for the test
+# of a controller whose wall clock is a day ahead (tests/e2e/test_takeover.py).
 system-deps:
-	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null && command -v openssl >/dev/null || { \
-	  echo "==> apt-get install ffmpeg openssl"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg openssl; }
+	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null && command -v openssl >/dev/null \
+	  && command -v faketime >/dev/null || { \
+	  echo "==> apt-get install ffmpeg openssl faketime"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg openssl faketime; }
 
 binaries:
 	bash devcluster/build-binaries.sh

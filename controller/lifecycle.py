@@ -20,7 +20,11 @@ Ownership (who may act on which row)
   UPDATE that bumps `attempt` (store.ownership) — and only after `run_deadline_ms` has passed
   since the attempt started (its pod cannot still be running: Kubernetes enforces
   `activeDeadlineSeconds` with no controller), or at once when the old Job is in the taker's
-  own view and finished.
+  own view and finished (the taker then sets that Job's TTL). A dead installation's cancelled
+  rows are finalized on the same terms, without a new attempt. Only the leader looks, every
+  `takeover_interval_seconds` and at each reconcile: one statement, which reads job rows
+  only while some installation's lease has run out recently enough for its rows to become
+  eligible (store.ownership).
 - A Job missing from the view means "gone" only when the view was listed after this controller
   created (or learned of) the Job, or showed the Job since: a list sent before a create
   cannot show it (`decide(view_after_create=...)`).

@@ -200,6 +200,10 @@ class OwnershipSettings(BaseModel):
     owner_lease_seconds: float = Field(2 * 60, gt=0)
     """Across installations: one whose row in the workers table is older than this (by the
     database's clock) is dead, and its rows may be taken over after their run deadline."""
+    takeover_interval_seconds: float = Field(10.0, gt=0)
+    """How often the leader looks for a dead installation's rows it may take over: one cheap
+    statement (the workers table only, while every installation is alive), so a dead one's
+    rows are taken soon after they become eligible, not only at the reconcile interval."""
     takeover_margin_seconds: int = Field(60, ge=0)
     """Added to a row's run deadline before a takeover: clock skew between a claimer and the
     database, and the Job controller's delay in enforcing `activeDeadlineSeconds`."""

@@ -11,7 +11,7 @@ from controller import metrics as m
 from controller.engine.attempts import Attempt, Attempts
 from controller.engine.outcomes import Outcomes
 from controller.engine.view import View
-from controller.kube import Kube
+from controller.kube import Kube, KubeError
 from controller.lifecycle import clocks_for, orphan_to_delete, run_deadline_ms
 from controller.logs import job_fields
 from controller.settings import Settings
@@ -114,29 +114,29 @@ class Claims:
             return False
         return job.finished and all(p.finished for p in self._view.pods_of(job.name))
 
-    async def take_over(self, free: int) -> list[Attempt]:
-        """Claim rows of dead installations as new attempts, up to `free`, once no pod of the
-        old attempt can still be running."""
+    async def take_over(self, free: int, *, gated: bool = True) -> list[Attempt]:
+        """Claim rows of dead installations as new attempts, up to `free`, and finalize their
+        cancelled rows, once no pod of the old attempt can still be running. One statement
+        when nothing is eligible (engine.loop runs this every `takeover_interval_seconds`)."""
         lease_ms = round(self._settings.ownership.owner_lease_seconds * 1000)
         deadlines = self._deadlines_ms()
-        for orphan in await self._own.cancelled_orphans(
-            me=self.owner, lease_ms=lease_ms, deadlines_ms=deadlines
-        ):
-            if orphan.past_deadline:
-                await self._store.finalize_cancelled(orphan.row.job_id)
-                log.info(
-                    "finalized a cancelled row of dead installation %s",
-                    orphan.row.claimed_by,
-                    extra=job_fields(orphan.row.job_id, orphan.row.trace_id),
-                )
-        if free <= 0:
-            return []
         taken: list[Attempt] = []
-        for orphan in await self._own.orphans(
-            me=self.owner, lease_ms=lease_ms, deadlines_ms=deadlines, limit=free
+        for orphan in await self._own.dead_rows(
+            me=self.owner, lease_ms=lease_ms, deadlines_ms=deadlines, limit=free, gated=gated
         ):
             at_once = self._finished_here(orphan.row)
             if not (orphan.past_deadline or at_once):
+                continue
+            why = "its run deadline passed" if orphan.past_deadline else "its Job has finished"
+            if orphan.row.status == "cancelled":
+                await self._store.finalize_cancelled(orphan.row.job_id)
+                log.info(
+                    "finalized a cancelled row of dead installation %s (%s)",
+                    orphan.row.claimed_by,
+                    why,
+                    extra=job_fields(orphan.row.job_id, orphan.row.trace_id),
+                )
+                await self._collect(orphan.row.k8s_job)
                 continue
             row = await self._own.take_over(
                 orphan.row,
@@ -146,10 +146,21 @@ class Claims:
                 at_once=at_once,
             )
             if row is not None:
-                taken.append(await self._took(orphan, row))
+                taken.append(await self._took(orphan, row, why))
+                await self._collect(orphan.row.k8s_job)
         return taken
 
-    async def _took(self, orphan: Orphan, row: JobRow) -> Attempt:
+    async def _collect(self, name: str | None) -> None:
+        """A dead owner's finished Job in our view never got its TTL (that comes with the
+        recorded outcome); its attempt is history now, so let the TTL collect it."""
+        if name is None or (job := self._view.job(name)) is None or not job.finished:
+            return
+        try:
+            await self._kube.set_job_ttl(name, self._settings.runner.ttl_seconds_after_finished)
+        except KubeError as e:  # the Job stays until someone deletes it; nothing runs
+            log.warning("could not set the TTL of Job %s of a taken-over row: %s", name, e)
+
+    async def _took(self, orphan: Orphan, row: JobRow, why: str) -> Attempt:
         old = orphan.row
         try:
             await self._store.attempt_ended(
@@ -165,9 +176,10 @@ class Claims:
         self._attempts.add(a)
         m.CLAIMS.inc()
         log.warning(
-            "took over a row of installation %s, whose lease ran out, as attempt %d",
+            "took over a row of installation %s, whose lease ran out, as attempt %d (%s)",
             old.claimed_by,
             a.attempt,
+            why,
             extra=a.fields(type=a.job_type),
         )
         return a

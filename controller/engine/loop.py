@@ -4,7 +4,8 @@ It acts only while it leads its installation (engine.leader); a standby waits, n
 Each cycle (every poll interval, or at once when a watch event arrives):
   1. at start and every reconcile interval: adopt this installation's processing rows, relist
      the namespace's managed Jobs and pods (between relists, kopf's watch events keep the view
-     current), take over rows of dead installations, delete Jobs whose rows are done;
+     current), delete Jobs whose rows are done; then, and every takeover interval, take over
+     rows of dead installations (one statement when there is nothing to take);
   2. write outcomes still owed to the database (kept in memory while it is away);
   3. decide about every running attempt (controller.lifecycle) and act: create a missing
      Job, delete a stuck pod, owe an outcome;
@@ -96,6 +97,7 @@ class Engine:
         self.last_cycle_ms = 0
         self._adopted = False
         self._last_reconcile = 0.0
+        self._last_takeover = float("-inf")
         self._last_worker_beat = float("-inf")
         self._last_heartbeat = 0.0
         self._last_claim = float("-inf")
@@ -187,8 +189,15 @@ class Engine:
     async def cycle(self) -> None:
         m.CYCLES.inc()
         now = now_ms()
-        if not self._adopted or self._due(self._last_reconcile, "reconcile_interval_seconds"):
+        reconcile = not self._adopted or self._due(
+            self._last_reconcile, "reconcile_interval_seconds"
+        )
+        if reconcile:
             await self._reconcile()
+        takeover = self.settings.ownership.takeover_interval_seconds
+        if not self.stopping and (reconcile or time.monotonic() - self._last_takeover >= takeover):
+            # Each reconcile also looks past the gate, for rows whose owner has no worker row.
+            await self._take_over(gated=not reconcile)
         await self.outcomes.flush()
         beats = await self._watch_running(now)
         if self._due(self._last_heartbeat, "heartbeat_interval_seconds") or not beats:
@@ -232,16 +241,19 @@ class Engine:
         # was sent, so the list can tell whether it is gone (engine.attempts, created_mono).
         await self.claims.adopt()
         await self._relist()
-        await all_of(
-            (self._create_job(a) for a in await self.claims.take_over(self._free())),
-            limit=self.settings.kube.write_concurrency,
-        )
         known = {a.job_id for a in self.attempts} | {
             jid for jid in self.view.job_ids() if jid in self.outcomes or jid in self.cancels
         }
         await self.claims.delete_orphans(known)
         self._adopted = True
         self._last_reconcile = time.monotonic()
+
+    async def _take_over(self, *, gated: bool) -> None:
+        self._last_takeover = time.monotonic()
+        taken = await self.claims.take_over(self._free(), gated=gated)
+        await all_of(
+            (self._create_job(a) for a in taken), limit=self.settings.kube.write_concurrency
+        )
 
     # -- 3. running attempts ----------------------------------------------------------------
     async def _watch_running(self, now: int) -> list[Beat]:

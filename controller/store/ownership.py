@@ -65,14 +65,23 @@ class Ownership:
             " active = excluded.active,"
             " started_at = CASE WHEN ?4 THEN excluded.started_at ELSE started_at END"
         )
-        self._orphans = r(
-            f"SELECT {_QCOLS}, {_DEADLINE} FROM audio_jobs j WHERE j.status = 'processing'"
-            f" AND j.claimed_by IS NOT ?1 AND {_DEAD} ORDER BY j.updated_at LIMIT ?7"
+        # One statement per check, also when nothing is eligible: every cancelled row still
+        # open, then up to ?7 (the free capacity) processing rows. The gate leads the join:
+        # it opens only while some other installation's worker row is stale but younger than
+        # ?9, the window in which its rows become eligible (see `dead_rows`). Otherwise, the
+        # common case, the check reads the workers table and no job row at all. ?8 = 1 opens
+        # it regardless (engine: at each reconcile).
+        gate = (
+            "WITH gate AS (SELECT 1 WHERE ?8 OR EXISTS (SELECT 1 FROM audio_job_workers g"
+            f" WHERE g.worker_id IS NOT ?1 AND g.last_seen < {_NOW} - ?2"
+            f" AND g.last_seen >= {_NOW} - ?9))"
         )
-        self._orphans_cancelled = r(
-            f"SELECT {_QCOLS}, {_DEADLINE} FROM audio_jobs j WHERE j.status = 'cancelled'"
-            f" AND j.finished_at IS NULL AND j.claimed_by IS NOT ?1 AND {_DEAD}"
-            " ORDER BY j.updated_at"
+        rows = f"SELECT {_QCOLS}, {_DEADLINE} FROM gate CROSS JOIN audio_jobs j WHERE"
+        theirs = f"j.claimed_by IS NOT ?1 AND {_DEAD}"
+        self._dead_rows = r(
+            f"{gate} SELECT * FROM ({rows} j.status = 'cancelled' AND j.finished_at IS NULL"
+            f" AND {theirs}) UNION ALL SELECT * FROM ({rows} j.status = 'processing'"
+            f" AND {theirs} ORDER BY j.updated_at LIMIT ?7)"
         )
         # ?7 the new attempt's start (this controller's clock, like a claim), ?8 job id,
         # ?9 the attempt seen, ?10 its owner, ?11 = 1 when the taker saw the old Job finished
@@ -99,26 +108,34 @@ class Ownership:
             self._beat, [installation, version, active, int(start), now], "installation heartbeat"
         )
 
-    async def orphans(
+    async def dead_rows(
         self,
         *,
         me: str,
         lease_ms: int,
         deadlines_ms: Mapping[str, int],
         limit: int,
+        gated: bool = True,
         now: int | None = None,
     ) -> list[Orphan]:
-        """Processing rows of installations whose lease ran out, oldest heartbeat first."""
-        args = [*_common(me, lease_ms, now, deadlines_ms), limit]
-        rs, _ = await self._store._run(self._orphans, args, "list rows of dead installations")
-        return [_orphan(v) for v in rs.rows]
+        """Rows of installations whose lease ran out: every cancelled row still waiting for its
+        pod to be confirmed gone, then up to `limit` processing rows, oldest heartbeat first.
 
-    async def cancelled_orphans(
-        self, *, me: str, lease_ms: int, deadlines_ms: Mapping[str, int], now: int | None = None
-    ) -> list[Orphan]:
-        """Cancelled rows still waiting for a dead installation to confirm their pod gone."""
-        args = _common(me, lease_ms, now, deadlines_ms)
-        rs, _ = await self._store._run(self._orphans_cancelled, args, "list cancelled orphans")
+        The gated check looks only while an installation's worker row is between `lease_ms`
+        and `2 * (lease_ms + the longest run deadline)` old: each of its rows becomes eligible
+        in that window (an owner claims only within a worker heartbeat of its last beat, at
+        most half the lease, and a row is past its deadline that deadline after its claim).
+        `gated=False` looks regardless: for rows left over after the window (the takers were
+        full) and rows whose owner never had a worker row.
+        """
+        window = 2 * (lease_ms + max(deadlines_ms.values()))
+        args = [
+            *_common(me, lease_ms, now, deadlines_ms),
+            max(limit, 0),
+            int(not gated),
+            window,
+        ]
+        rs, _ = await self._store._run(self._dead_rows, args, "list rows of dead installations")
         return [_orphan(v) for v in rs.rows]
 
     async def take_over(
