@@ -49,7 +49,6 @@ from controller.lifecycle import (
     settle,
 )
 from controller.settings import Settings
-from controller.snapshots import JobView, PodView
 from controller.store import Beat, JobStore, StoreError, now_ms
 
 log = logging.getLogger("audiojob.engine")
@@ -145,9 +144,14 @@ class Engine:
         """Run the next cycle now."""
         self.wake.set()
 
-    def observe(self, kind: str, event: str | None, body: dict[str, Any]) -> None:
-        """A watch event about a managed Job or pod: index it, and act on it now."""
-        self.view.apply(kind, event or "", body)
+    def observe(self, kind: str, event: str, body: dict[str, Any]) -> None:
+        """A watch event about a managed Job or pod (controller.watch): index it, act now."""
+        self.view.apply(kind, event, body)
+        self.wake.set()
+
+    def relist_soon(self) -> None:
+        """A watch lost its place (controller.watch): relist in the next cycle."""
+        self.view.want_list = True
         self.wake.set()
 
     def _leadership(self, leading: bool) -> None:
@@ -189,6 +193,8 @@ class Engine:
         now = now_ms()
         if not self._adopted or self._due(self._last_reconcile, "reconcile_interval_seconds"):
             await self._reconcile()
+        elif self.view.want_list:
+            await self._relist()
         await self.outcomes.flush()
         beats = await self._watch_running(now)
         if self._due(self._last_heartbeat, "heartbeat_interval_seconds") or not beats:
@@ -218,14 +224,7 @@ class Engine:
 
     # -- 1. what exists ---------------------------------------------------------------------
     async def _relist(self) -> None:
-        sent = self.view.begin_list()
-        try:
-            jobs = [JobView.from_body(b) async for page in self.kube.list_jobs() for b in page]
-            pods = [PodView.from_body(b) async for page in self.kube.list_pods() for b in page]
-        except BaseException:
-            self.view.abort_list()
-            raise
-        self.view.replace(jobs, pods, sent_mono=sent)
+        await self.view.relist(self.kube)
 
     async def _reconcile(self) -> None:
         # Rows first, then the list: a Job an adopted row names was created before the list

@@ -7,10 +7,14 @@ watch that silently stalled or restarted.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.snapshots import JobView, PodView
+
+if TYPE_CHECKING:
+    from controller.kube import Kube
 
 
 class View:
@@ -25,6 +29,14 @@ class View:
         self.listed_mono = float("-inf")
         """`time.monotonic()` when the last full relist was sent: the view holds everything
         that existed then (and whatever watch events said since)."""
+        self.generation = 0
+        """How many relists replaced the view."""
+        self.versions: dict[str, str] = {}
+        """The resourceVersion of the last relist, by kind ("job", "pod"): where the watches
+        (controller.watch) start from."""
+        self.want_list = False
+        """A watch lost its place (410 Gone): relist in the next cycle."""
+        self._listed = asyncio.Event()
 
     # -- reading ----------------------------------------------------------------------------
     def job(self, name: str) -> JobView | None:
@@ -51,13 +63,39 @@ class View:
         return len(self._jobs)
 
     # -- a full relist ----------------------------------------------------------------------
+    async def relist(self, kube: Kube) -> None:
+        """List every managed Job and pod (in pages) and replace the view with them."""
+        sent = self.begin_list()
+        versions: dict[str, str] = {}
+        jobs: list[JobView] = []
+        pods: list[PodView] = []
+        try:
+            # Every page of one list carries the version of the first.
+            async for page, version in kube.list_jobs():
+                jobs.extend(JobView.from_body(b) for b in page)
+                versions.setdefault("job", version)
+            async for page, version in kube.list_pods():
+                pods.extend(PodView.from_body(b) for b in page)
+                versions.setdefault("pod", version)
+        except BaseException:
+            self.abort_list()
+            raise
+        self.replace(jobs, pods, sent_mono=sent, versions=versions)
+
     def begin_list(self) -> float:
         """Call right before sending the lists; events from now on are replayed after them."""
         self._listing = True
         self._during_list = []
         return time.monotonic()
 
-    def replace(self, jobs: list[JobView], pods: list[PodView], *, sent_mono: float) -> None:
+    def replace(
+        self,
+        jobs: list[JobView],
+        pods: list[PodView],
+        *,
+        sent_mono: float,
+        versions: dict[str, str] | None = None,
+    ) -> None:
         self._jobs.clear()
         self._pods.clear()
         self._pods_of_job.clear()
@@ -73,6 +111,16 @@ class View:
         for kind, event, body in replay:
             self.apply(kind, event, body)
         self.listed_mono = sent_mono
+        self.versions = dict(versions or {})
+        self.want_list = False
+        self.generation += 1
+        listed, self._listed = self._listed, asyncio.Event()
+        listed.set()
+
+    async def listed_after(self, generation: int) -> None:
+        """Return once a relist newer than `generation` replaced the view."""
+        while self.generation <= generation:
+            await self._listed.wait()
 
     def abort_list(self) -> None:
         self._listing = False
@@ -80,8 +128,7 @@ class View:
 
     # -- watch events -----------------------------------------------------------------------
     def apply(self, kind: str, event: str, body: dict[str, Any]) -> None:
-        """One watch event: `kind` is "job" or "pod", `event` kopf's type (None/ADDED/
-        MODIFIED/DELETED)."""
+        """One watch event: `kind` is "job" or "pod", `event` ADDED, MODIFIED or DELETED."""
         if self._listing:
             self._during_list.append((kind, event, body))
         name = (body.get("metadata") or {}).get("name")
