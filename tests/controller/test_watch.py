@@ -73,9 +73,7 @@ class Fixture:
 
     async def until_seen(self, *names: str, gone: tuple[str, ...] = ()) -> None:
         async def check() -> bool:
-            return all(self.view.job(n) for n in names) and not any(
-                self.view.job(n) for n in gone
-            )
+            return all(self.view.job(n) for n in names) and not any(self.view.job(n) for n in gone)
 
         await async_wait_for(check, timeout=60, message=f"view shows {names}, not {gone}")
 
