@@ -37,6 +37,7 @@ from controller.engine.outcomes import Outcomes
 from controller.engine.view import View
 from controller.kube import Kube, KubeError
 from controller.lifecycle import (
+    Clocks,
     Complete,
     CreateJob,
     Fail,
@@ -102,6 +103,7 @@ class Engine:
         self._freed = True
         """Capacity came free since the last claim: claim before the poll interval is up."""
         self._leader_task: asyncio.Task[None] | None = None
+        self._clocks_of: dict[str, Clocks] = {}
 
     # -- the loop ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -259,7 +261,7 @@ class Engine:
             decision, a.memory = decide(
                 job=job,
                 pod=pod,
-                clocks=clocks_for(self.settings.timeouts, a.job_type),
+                clocks=self._clocks(a.job_type),
                 claimed_ms=a.claimed_ms,
                 now_ms=now,
                 memory=a.memory,
@@ -287,6 +289,12 @@ class Engine:
         if len(self.outcomes):
             await self.outcomes.flush()
         return beats
+
+    def _clocks(self, job_type: str) -> Clocks:
+        # Settings do not change while we run; building Clocks per attempt per cycle did cost.
+        if (clocks := self._clocks_of.get(job_type)) is None:
+            clocks = self._clocks_of[job_type] = clocks_for(self.settings.timeouts, job_type)
+        return clocks
 
     def _owe(self, a: Attempt, outcome: Complete | Fail | Retry) -> None:
         self._freed = True

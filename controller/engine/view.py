@@ -44,7 +44,12 @@ class View:
 
     def pods_of(self, job_name: str) -> list[PodView]:
         """The Job's pods, oldest first."""
-        return sorted(self._pods_of_job.get(job_name, {}).values(), key=lambda p: p.created_ms)
+        pods = self._pods_of_job.get(job_name)
+        if not pods:
+            return []
+        if len(pods) == 1:  # the usual case, asked for every attempt in every cycle
+            return list(pods.values())
+        return sorted(pods.values(), key=lambda p: p.created_ms)
 
     def jobs_of(self, job_id: str) -> list[JobView]:
         return [self._jobs[n] for n in sorted(self._jobs_of_id.get(job_id, ()))]
