@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import ssl
 import time
@@ -44,11 +45,14 @@ class KubeError(Exception):
         self.status = status
 
 
-def http_error(what: str, status: int, reason: str | None) -> KubeError:
+def http_error(what: str, status: int, reason: str | None, body: bytes = b"") -> KubeError:
+    """The API's own sentence (a Status `message`, e.g. which field of a Job is invalid) when
+    the answer has one, else the HTTP reason."""
+    detail = reason or ""
+    with contextlib.suppress(ValueError, AttributeError):  # not JSON, or not a Status
+        detail = json.loads(body).get("message") or detail
     transient = status >= 500 or status in (408, 429)
-    return KubeError(
-        f"{what}: HTTP {status} {reason or ''}".strip(), transient=transient, status=status
-    )
+    return KubeError(f"{what}: HTTP {status} {detail}".strip(), transient=transient, status=status)
 
 
 def load_config() -> kubernetes.client.Configuration:
@@ -155,13 +159,16 @@ class Kube:
             ) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
-                    raise http_error(what, resp.status, resp.reason)
+                    raise http_error(what, resp.status, resp.reason, raw)
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
             # The API server is away or slow: worth trying again later.
             raise KubeError(f"{what}: {e or type(e).__name__}", transient=True) from None
         if not raw or not parse:
             return {}
-        answer: dict[str, Any] = json.loads(raw)
+        try:
+            answer: dict[str, Any] = json.loads(raw)
+        except ValueError as e:  # a proxy's error page, a truncated body
+            raise KubeError(f"{what}: the answer is not JSON ({e})", transient=True) from None
         return answer
 
     async def _write(self, what: str, method: str, url: str, **kwargs: Any) -> None:

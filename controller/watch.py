@@ -120,7 +120,7 @@ class Watcher:
             if resp.status == 410:
                 raise Gone()
             if resp.status >= 400:
-                raise http_error(what, resp.status, resp.reason)
+                raise http_error(what, resp.status, resp.reason, await resp.read())
             async for line in resp.content:
                 if line.strip():
                     read += 1
