@@ -25,7 +25,8 @@ class View:
         self._jobs_of_id: dict[str, set[str]] = {}
         self._pods_of_id: dict[str, set[str]] = {}
         self._listing = False
-        self._during_list: list[tuple[str, str, dict[str, Any]]] = []
+        self._during_list: list[tuple[str, str, JobView | PodView | None]] = []
+        """Events during a relist, as (kind, name, snapshot or None when deleted)."""
         self.listed_mono = float("-inf")
         """`time.monotonic()` when the last full relist was sent: the view holds everything
         that existed then (and whatever watch events said since)."""
@@ -113,8 +114,8 @@ class View:
         self._listing = False
         # An event that came while the lists were in flight may be newer than them.
         replay, self._during_list = self._during_list, []
-        for kind, event, body in replay:
-            self.apply(kind, event, body)
+        for kind, name, snap in replay:
+            self._index(kind, name, snap)
         self.listed_mono = sent_mono
         self.versions = dict(versions or {})
         self.want_list = False
@@ -134,20 +135,27 @@ class View:
     # -- watch events -----------------------------------------------------------------------
     def apply(self, kind: str, event: str, body: dict[str, Any]) -> None:
         """One watch event: `kind` is "job" or "pod", `event` ADDED, MODIFIED or DELETED."""
-        if self._listing:
-            self._during_list.append((kind, event, body))
         name = (body.get("metadata") or {}).get("name")
         if not name:
             return
-        if kind == "job":
-            if event == "DELETED":
-                self._drop_job(name)
-            else:
-                self._put_job(JobView.from_body(body))
-        elif event == "DELETED":
-            self._drop_pod(name)
+        snap: JobView | PodView | None = None
+        if event != "DELETED":
+            snap = JobView.from_body(body) if kind == "job" else PodView.from_body(body)
+        if self._listing:
+            # The snapshot waits for the list, never the body: under load a relist overlaps
+            # with thousands of events (peak memory, README "Measured").
+            self._during_list.append((kind, name, snap))
+        self._index(kind, name, snap)
+
+    def _index(self, kind: str, name: str, snap: JobView | PodView | None) -> None:
+        if isinstance(snap, JobView):
+            self._put_job(snap)
+        elif isinstance(snap, PodView):
+            self._put_pod(snap)
+        elif kind == "job":
+            self._drop_job(name)
         else:
-            self._put_pod(PodView.from_body(body))
+            self._drop_pod(name)
 
     # -- bookkeeping of the indexes ---------------------------------------------------------
     def _put_job(self, job: JobView) -> None:
