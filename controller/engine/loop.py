@@ -3,8 +3,9 @@
 It acts only while it leads its installation (engine.leader); a standby waits, not ready.
 Each cycle (every poll interval, or at once when a watch event arrives):
   1. at start and every reconcile interval: adopt this installation's processing rows, relist
-     the namespace's managed Jobs and pods (between relists, kopf's watch events keep the view
-     current), take over rows of dead installations, delete Jobs whose rows are done;
+     the namespace's managed Jobs and pods (between relists, controller.watch keeps the view
+     current; a watch that lost its place asks for a relist in the next cycle), take over
+     rows of dead installations, delete Jobs whose rows are done;
   2. write outcomes still owed to the database (kept in memory while it is away);
   3. decide about every running attempt (controller.lifecycle) and act: create a missing
      Job, delete a stuck pod, owe an outcome;
