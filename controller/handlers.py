@@ -1,12 +1,16 @@
-"""kopf handlers: thin. They build clients once, hand watch events to the engine, and close
-everything on the way out. The rules live in controller.lifecycle and controller.engine."""
+"""kopf handlers: thin. They build clients once, start the engine and the watches that feed it
+(controller.watch), and close everything on the way out. The rules live in controller.lifecycle
+and controller.engine.
+
+kopf watches nothing here: no resource handlers. Its per-object machinery for every Job and pod
+event was most of the controller's CPU per Job (README, "Measured"); our watches keep only what
+the view needs. kopf still runs the operator: start-up, signals, cleanup."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 import kopf
@@ -17,42 +21,16 @@ from controller.engine import Engine
 from controller.kube import Kube
 from controller.settings import load_settings
 from controller.store import JobStore
-from runner import contract as c
+from controller.watch import Watcher
 
 log = logging.getLogger("audiojob.handlers")
-MANAGED = {c.LABEL_MANAGED_BY: c.LABEL_MANAGED_BY_VALUE}
-
-
-class _NoDiffBase(kopf.DiffBaseStorage):
-    """A diff base for an operator without change handlers: nothing to build or keep."""
-
-    def build(
-        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
-    ) -> kopf.BodyEssence:
-        return kopf.BodyEssence()
-
-    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
-        return None
-
-    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
-        return None
 
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    # Our names, never kopf's defaults (kopf.zalando.org), on anything kopf might write.
+    # Our names, never kopf's defaults (kopf.zalando.org), should kopf ever write anything.
     settings.persistence.finalizer = "audiojob.dev/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="audiojob.dev")
-    # Only event handlers here, so kopf's diff base is never read; building it deep-copies
-    # every watched body and was the controller's largest CPU cost (README, "Measured").
-    settings.persistence.diffbase_storage = _NoDiffBase()
-    # Recycle watches regularly so a silently dead connection cannot stall us for long.
-    settings.watching.server_timeout = 5 * 60
-    settings.watching.client_timeout = 5 * 60 + 30
-    settings.watching.connect_timeout = 30
-    # Our handlers return at once, so kopf's per-object workers need not idle for 5 s each:
-    # with a thousand pods in flight those idle workers were a good part of the memory.
-    settings.queueing.idle_timeout = 0.5
     # We post our own, deliberate Events on Jobs; kopf's per-handler Events would be noise.
     settings.posting.enabled = False
     # Outages of the API server are retried with backoff, never fatal.
@@ -74,11 +52,15 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             await http.cleanup()
         await store.close()
         if kube is not None:
-            kube.close()
+            await kube.close()
         raise
+    watcher = Watcher(
+        kube=kube, view=engine.view, on_event=engine.observe, on_gone=engine.relist_soon
+    )
     memo.http = http
     memo.engine = engine
     memo.engine_task = asyncio.create_task(engine.run(), name="audiojob-engine")
+    memo.watch_task = asyncio.create_task(watcher.run(), name="audiojob-watch")
     log.info(
         "controller started",
         extra={
@@ -95,26 +77,16 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     if engine is None:
         return
     await engine.shutdown()
-    task: asyncio.Task[None] = memo.engine_task
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    tasks: list[asyncio.Task[None]] = [memo.engine_task, memo.watch_task]
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await memo.http.cleanup()
     await engine.store.close()
-    engine.kube.close()
+    await engine.kube.close()
     log.info("controller stopped; running Jobs keep running for the next controller")
-
-
-@kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
-async def job_event(memo: kopf.Memo, type: str | None, body: kopf.Body, **_: Any) -> None:
-    if (engine := memo.get("engine")) is not None:
-        engine.observe("job", type, dict(body))
-
-
-@kopf.on.event("", "v1", "pods", labels=MANAGED)
-async def pod_event(memo: kopf.Memo, type: str | None, body: kopf.Body, **_: Any) -> None:
-    if (engine := memo.get("engine")) is not None:
-        engine.observe("pod", type, dict(body))
 
 
 async def _serve_http(engine: Engine, host: str, port: int) -> web.AppRunner:

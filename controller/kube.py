@@ -1,32 +1,39 @@
-"""The few Kubernetes calls the engine makes, as plain-dict async functions.
+"""The few Kubernetes calls the engine makes, as plain-dict async functions over one aiohttp
+session.
 
-The official client is synchronous; every call runs in a thread of this module's own pool so
-kopf's event loop never blocks on the network. Answers are read as JSON (`_preload_content=
-False`), never through the client's models: building a V1Job and turning it back into a dict
-cost more CPU than the rest of the controller (README, "Measured"). Writes share a bound
-(`AUDIOJOB_KUBE__WRITE_CONCURRENCY`), so a big claim batch creates its Jobs in parallel
-without flooding the API server.
+Why not the official client: it is synchronous, so every call needed a thread, and building its
+models (or even its urllib3 round trip under the GIL) cost more CPU per Job than the rest of the
+controller (README, "Measured"). The official package still loads the credentials (in-cluster
+token with its periodic re-read, or a kubeconfig with its CA, client certificate, token or exec
+plugin), so nothing about authentication is ours. Writes share a bound
+(`AUDIOJOB_KUBE__WRITE_CONCURRENCY`), so a big claim batch creates its Jobs in parallel without
+flooding the API server. controller.watch streams the managed Jobs and pods over the same
+session.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
+import base64
+import contextlib
 import json
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import aiohttp
 import kubernetes
-from kubernetes.client import ApiException
 
 from controller.builders import MANAGED_SELECTOR
 from controller.metrics import API_REQUESTS
 
 LIST_PAGE = 250
 """Objects per page of a relist."""
+REQUEST_TIMEOUT_SECONDS = 30
+WATCH_CONNECTIONS = 2
+"""One long-lived connection per watched kind (controller.watch)."""
 
 
 class KubeError(Exception):
@@ -38,90 +45,165 @@ class KubeError(Exception):
         self.status = status
 
 
-def _wrap(e: Exception, what: str) -> KubeError:
-    if isinstance(e, ApiException):
-        transient = e.status is None or e.status >= 500 or e.status in (408, 429)
-        reason = e.reason or ""
-        return KubeError(
-            f"{what}: HTTP {e.status} {reason}".strip(), transient=transient, status=e.status
-        )
-    return KubeError(f"{what}: {e}", transient=True)
+def http_error(what: str, status: int, reason: str | None, body: bytes = b"") -> KubeError:
+    """The API's own sentence (a Status `message`, e.g. which field of a Job is invalid) when
+    the answer has one, else the HTTP reason."""
+    detail = reason or ""
+    with contextlib.suppress(ValueError, AttributeError):  # not JSON, or not a Status
+        detail = json.loads(body).get("message") or detail
+    transient = status >= 500 or status in (408, 429)
+    return KubeError(f"{what}: HTTP {status} {detail}".strip(), transient=transient, status=status)
+
+
+def load_config() -> kubernetes.client.Configuration:
+    """In-cluster credentials, else the kubeconfig (`KUBECONFIG` or ~/.kube/config)."""
+    config = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=config)  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(client_configuration=config)  # type: ignore[no-untyped-call]
+    return config
+
+
+def ssl_context(config: kubernetes.client.Configuration) -> ssl.SSLContext | bool:
+    if not config.host.startswith("https"):
+        return False
+    ctx = ssl.create_default_context(
+        cafile=config.ssl_ca_cert or None, cadata=getattr(config, "ca_cert_data", None) or None
+    )
+    if config.cert_file:
+        ctx.load_cert_chain(config.cert_file, config.key_file or None)
+    if not config.verify_ssl:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 class Kube:
     def __init__(
         self, api: kubernetes.client.ApiClient, namespace: str, *, write_concurrency: int = 16
     ) -> None:
-        self.api = api
+        self.config: kubernetes.client.Configuration = api.configuration
         self.namespace = namespace
-        self.batch = kubernetes.client.BatchV1Api(api)
-        self.core = kubernetes.client.CoreV1Api(api)
-        self.coordination = kubernetes.client.CoordinationV1Api(api)
+        self.base = self.config.host.rstrip("/")
+        self.ssl = ssl_context(self.config)
         self._writes = asyncio.Semaphore(write_concurrency)
-        # Writes, plus lists and the Lease, each with a thread and a pooled connection.
-        self._pool = ThreadPoolExecutor(write_concurrency + 4, thread_name_prefix="audiojob-kube")
+        # Writes, plus lists, the Lease and the watches, each with a pooled connection.
+        self._connections = write_concurrency + 4 + WATCH_CONNECTIONS
+        self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     def connect(cls, namespace: str, *, write_concurrency: int = 16) -> Kube:
-        config = kubernetes.client.Configuration()
-        try:
-            kubernetes.config.load_incluster_config(client_configuration=config)  # type: ignore[no-untyped-call]
-        except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config(client_configuration=config)  # type: ignore[no-untyped-call]
-        config.connection_pool_maxsize = write_concurrency + 4
-        api = kubernetes.client.ApiClient(config)
+        api = kubernetes.client.ApiClient(load_config())
         return cls(api, namespace, write_concurrency=write_concurrency)
 
-    def close(self) -> None:
-        self.api.close()  # type: ignore[no-untyped-call]
-        self._pool.shutdown(wait=False)
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        # Made on first use, inside the running event loop (aiohttp binds to it).
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._connections, ssl=self.ssl),
+                # A watch line is one whole object; 64 KiB (the default) is too small for some.
+                read_bufsize=1 << 20,
+            )
+        return self._session
+
+    def headers(self) -> dict[str, str]:
+        # Asked per request: in-cluster the hook re-reads the projected token file when due.
+        headers = {"Accept": "application/json"}
+        token = self.config.get_api_key_with_prefix("BearerToken", alias="authorization")
+        if token:
+            headers["Authorization"] = token
+        elif self.config.username:
+            raw = f"{self.config.username}:{self.config.password or ''}".encode()
+            headers["Authorization"] = f"Basic {base64.b64encode(raw).decode()}"
+        return headers
+
+    def path(self, group: str, kind: str, name: str | None = None) -> str:
+        """`group` is "" for the core API, else e.g. "batch/v1"."""
+        root = "/api/v1" if not group else f"/apis/{group}"
+        tail = f"/{name}" if name else ""
+        return f"{self.base}{root}/namespaces/{self.namespace}/{kind}{tail}"
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
     async def _call(
-        self, what: str, fn: Any, *args: Any, parse: bool = True, **kwargs: Any
+        self,
+        what: str,
+        method: str,
+        url: str,
+        *,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        content_type: str = "application/json",
+        parse: bool = True,
     ) -> dict[str, Any]:
-        """One call; the answer as JSON (an empty dict when it has no body, or `parse` is
-        False because the caller needs only the status)."""
-        call = functools.partial(fn, *args, _request_timeout=30, _preload_content=False, **kwargs)
+        """One request; the answer as JSON (an empty dict when the caller needs only the
+        status). Errors are KubeError, with the HTTP status when there was one."""
         API_REQUESTS.labels(verb=what.split(" ", 1)[0]).inc()
+        headers = self.headers()
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = content_type
         try:
-            data = await asyncio.get_running_loop().run_in_executor(self._pool, _read, call, parse)
-        except (ApiException, OSError, kubernetes.client.exceptions.OpenApiException) as e:
-            raise _wrap(e, what) from None
-        except Exception as e:  # urllib3 errors when the API server is away
-            raise _wrap(e, what) from None
-        return data
+            async with self.session.request(
+                method,
+                url,
+                data=data,
+                params=params,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS),
+            ) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise http_error(what, resp.status, resp.reason, raw)
+        except (aiohttp.ClientError, OSError, TimeoutError) as e:
+            # The API server is away or slow: worth trying again later.
+            raise KubeError(f"{what}: {e or type(e).__name__}", transient=True) from None
+        if not raw or not parse:
+            return {}
+        try:
+            answer: dict[str, Any] = json.loads(raw)
+        except ValueError as e:  # a proxy's error page, a truncated body
+            raise KubeError(f"{what}: the answer is not JSON ({e})", transient=True) from None
+        return answer
 
-    async def _write(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+    async def _write(self, what: str, method: str, url: str, **kwargs: Any) -> None:
         async with self._writes:
-            await self._call(what, fn, *args, parse=False, **kwargs)
+            await self._call(what, method, url, parse=False, **kwargs)
 
-    async def list_jobs(self) -> AsyncIterator[list[dict[str, Any]]]:
-        """The namespace's managed Jobs, a page at a time (see `_pages`)."""
-        async for page in self._pages("list Jobs", self.batch.list_namespaced_job):
+    async def list_jobs(self) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
+        """The namespace's managed Jobs a page at a time, each with the list's
+        resourceVersion (the watch starts from it: controller.watch)."""
+        async for page in self._pages("list Jobs", self.path("batch/v1", "jobs")):
             yield page
 
-    async def list_pods(self) -> AsyncIterator[list[dict[str, Any]]]:
-        async for page in self._pages("list pods", self.core.list_namespaced_pod):
+    async def list_pods(self) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
+        async for page in self._pages("list pods", self.path("", "pods")):
             yield page
 
-    async def _pages(self, what: str, fn: Any) -> AsyncIterator[list[dict[str, Any]]]:
+    async def _pages(self, what: str, url: str) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
         # Pages, so a relist of thousands of objects never holds every body at once: the
         # caller keeps only a snapshot of each (peak memory, README "Measured").
         token: str | None = None
         while True:
-            more: dict[str, Any] = {"_continue": token} if token else {}
-            resp = await self._call(
-                what, fn, self.namespace, label_selector=MANAGED_SELECTOR, limit=LIST_PAGE, **more
-            )
-            yield list(resp.get("items") or [])
-            token = (resp.get("metadata") or {}).get("continue")
+            params = {"labelSelector": MANAGED_SELECTOR, "limit": str(LIST_PAGE)}
+            if token:
+                params["continue"] = token
+            resp = await self._call(what, "GET", url, params=params)
+            meta = resp.get("metadata") or {}
+            yield list(resp.get("items") or []), str(meta.get("resourceVersion") or "")
+            token = meta.get("continue")
             if not token:
                 return
 
     async def create_job(self, body: dict[str, Any]) -> bool:
         """True when created now, False when it already existed (a re-create after a crash)."""
         try:
-            await self._write("create Job", self.batch.create_namespaced_job, self.namespace, body)
+            await self._write("create Job", "POST", self.path("batch/v1", "jobs"), body=body)
         except KubeError as e:
             if e.status == 409:
                 return False
@@ -130,16 +212,12 @@ class Kube:
 
     async def delete_job(self, name: str, grace_seconds: int | None = None) -> None:
         """Delete a Job and (in the background) its pods, which get `grace_seconds` to stop."""
-        body = {"propagationPolicy": "Background"}
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
         if grace_seconds is not None:
-            body["gracePeriodSeconds"] = grace_seconds  # type: ignore[assignment]
+            body["gracePeriodSeconds"] = grace_seconds
         try:
             await self._write(
-                f"delete Job {name}",
-                self.batch.delete_namespaced_job,
-                name,
-                self.namespace,
-                body=body,
+                f"delete Job {name}", "DELETE", self.path("batch/v1", "jobs", name), body=body
             )
         except KubeError as e:
             if e.status != 404:
@@ -149,53 +227,43 @@ class Kube:
         try:
             await self._write(
                 f"patch Job {name}",
-                self.batch.patch_namespaced_job,
-                name,
-                self.namespace,
-                {"spec": {"ttlSecondsAfterFinished": seconds}},
+                "PATCH",
+                self.path("batch/v1", "jobs", name),
+                body={"spec": {"ttlSecondsAfterFinished": seconds}},
+                content_type="application/merge-patch+json",
             )
         except KubeError as e:
             if e.status != 404:
                 raise
 
     # -- the Lease of leader election; a conflict (409) answers None: someone else wrote first.
+    def _lease(self, name: str | None = None) -> str:
+        return self.path("coordination.k8s.io/v1", "leases", name)
+
     async def get_lease(self, name: str) -> dict[str, Any] | None:
         try:
-            got = await self._call(
-                f"read Lease {name}", self.coordination.read_namespaced_lease, name, self.namespace
-            )
+            return await self._call(f"read Lease {name}", "GET", self._lease(name))
         except KubeError as e:
             if e.status == 404:
                 return None
             raise
-        return got
 
     async def create_lease(self, body: dict[str, Any]) -> dict[str, Any] | None:
         try:
-            made = await self._call(
-                "create Lease", self.coordination.create_namespaced_lease, self.namespace, body
-            )
+            return await self._call("create Lease", "POST", self._lease(), body=body)
         except KubeError as e:
             if e.status == 409:
                 return None
             raise
-        return made
 
     async def replace_lease(self, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
         """Fenced by `metadata.resourceVersion` in `body`."""
         try:
-            done = await self._call(
-                f"update Lease {name}",
-                self.coordination.replace_namespaced_lease,
-                name,
-                self.namespace,
-                body,
-            )
+            return await self._call(f"update Lease {name}", "PUT", self._lease(name), body=body)
         except KubeError as e:
             if e.status == 409:
                 return None
             raise
-        return done
 
     async def event(
         self, job_name: str, uid: str | None, reason: str, message: str, *, warning: bool = False
@@ -219,14 +287,4 @@ class Kube:
             "lastTimestamp": now,
             "count": 1,
         }
-        await self._write("create Event", self.core.create_namespaced_event, self.namespace, body)
-
-
-def _read(call: Any, parse: bool) -> dict[str, Any]:
-    resp = call()
-    raw = resp.data
-    resp.release_conn()
-    if not raw or not parse:
-        return {}
-    data: dict[str, Any] = json.loads(raw)
-    return data
+        await self._write("create Event", "POST", self.path("", "events"), body=body)

@@ -29,6 +29,6 @@ API_ERRORS = Counter("audiojob_api_errors_total", "Kubernetes API calls that fai
 CYCLES = Counter("audiojob_cycles_total", "Engine cycles run")
 API_REQUESTS = Counter(
     "audiojob_api_requests_total",
-    "Kubernetes API requests the engine sent (watches are kopf's, not counted)",
+    "Kubernetes API requests the controller sent (one per watch request, verb watch)",
     ["verb"],
 )

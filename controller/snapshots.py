@@ -1,7 +1,7 @@
 """What the controller keeps of a Job or a pod: only the fields the lifecycle rules read.
 
-Built from a body as kopf's watches and the API's lists deliver it (plain dicts); the engine's
-index holds these, never whole bodies.
+Built from a body as the watches (controller.watch) and the API's lists deliver it (plain
+dicts); the engine's index holds these, never whole bodies.
 """
 
 from __future__ import annotations

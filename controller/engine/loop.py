@@ -3,9 +3,10 @@
 It acts only while it leads its installation (engine.leader); a standby waits, not ready.
 Each cycle (every poll interval, or at once when a watch event arrives):
   1. at start and every reconcile interval: adopt this installation's processing rows, relist
-     the namespace's managed Jobs and pods (between relists, kopf's watch events keep the view
-     current), delete Jobs whose rows are done; then, and every takeover interval, take over
-     rows of dead installations (one statement when there is nothing to take);
+     the namespace's managed Jobs and pods (between relists, controller.watch keeps the view
+     current; a watch that lost its place asks for a relist in the next cycle), delete Jobs
+     whose rows are done; then, and every takeover interval, take over rows of dead
+     installations (one statement when there is nothing to take);
   2. write outcomes still owed to the database (kept in memory while it is away);
   3. decide about every running attempt (controller.lifecycle) and act: create a missing
      Job, delete a stuck pod, owe an outcome;
@@ -38,6 +39,7 @@ from controller.engine.outcomes import Outcomes
 from controller.engine.view import View
 from controller.kube import Kube, KubeError
 from controller.lifecycle import (
+    Clocks,
     Complete,
     CreateJob,
     Fail,
@@ -50,7 +52,6 @@ from controller.lifecycle import (
     settle,
 )
 from controller.settings import Settings
-from controller.snapshots import JobView, PodView
 from controller.store import Beat, JobStore, StoreError, now_ms
 
 log = logging.getLogger("audiojob.engine")
@@ -105,6 +106,7 @@ class Engine:
         self._freed = True
         """Capacity came free since the last claim: claim before the poll interval is up."""
         self._leader_task: asyncio.Task[None] | None = None
+        self._clocks_of: dict[str, Clocks] = {}
 
     # -- the loop ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -147,9 +149,14 @@ class Engine:
         """Run the next cycle now."""
         self.wake.set()
 
-    def observe(self, kind: str, event: str | None, body: dict[str, Any]) -> None:
-        """A watch event about a managed Job or pod: index it, and act on it now."""
-        self.view.apply(kind, event or "", body)
+    def observe(self, kind: str, event: str, body: dict[str, Any]) -> None:
+        """A watch event about a managed Job or pod (controller.watch): index it, act now."""
+        self.view.apply(kind, event, body)
+        self.wake.set()
+
+    def relist_soon(self) -> None:
+        """A watch lost its place (controller.watch): relist in the next cycle."""
+        self.view.want_list = True
         self.wake.set()
 
     def _leadership(self, leading: bool) -> None:
@@ -194,6 +201,8 @@ class Engine:
         )
         if reconcile:
             await self._reconcile()
+        elif self.view.want_list:
+            await self._relist()
         takeover = self.settings.ownership.takeover_interval_seconds
         if not self.stopping and (reconcile or time.monotonic() - self._last_takeover >= takeover):
             # Each reconcile also looks past the gate, for rows whose owner has no worker row.
@@ -227,14 +236,7 @@ class Engine:
 
     # -- 1. what exists ---------------------------------------------------------------------
     async def _relist(self) -> None:
-        sent = self.view.begin_list()
-        try:
-            jobs = [JobView.from_body(b) async for page in self.kube.list_jobs() for b in page]
-            pods = [PodView.from_body(b) async for page in self.kube.list_pods() for b in page]
-        except BaseException:
-            self.view.abort_list()
-            raise
-        self.view.replace(jobs, pods, sent_mono=sent)
+        await self.view.relist(self.kube)
 
     async def _reconcile(self) -> None:
         # Rows first, then the list: a Job an adopted row names was created before the list
@@ -272,7 +274,7 @@ class Engine:
             decision, a.memory = decide(
                 job=job,
                 pod=pod,
-                clocks=clocks_for(self.settings.timeouts, a.job_type),
+                clocks=self._clocks(a.job_type),
                 claimed_ms=a.claimed_ms,
                 now_ms=now,
                 memory=a.memory,
@@ -300,6 +302,12 @@ class Engine:
         if len(self.outcomes):
             await self.outcomes.flush()
         return beats
+
+    def _clocks(self, job_type: str) -> Clocks:
+        # Settings do not change while we run; building Clocks per attempt per cycle did cost.
+        if (clocks := self._clocks_of.get(job_type)) is None:
+            clocks = self._clocks_of[job_type] = clocks_for(self.settings.timeouts, job_type)
+        return clocks
 
     def _owe(self, a: Attempt, outcome: Complete | Fail | Retry) -> None:
         self._freed = True

@@ -7,10 +7,14 @@ watch that silently stalled or restarted.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.snapshots import JobView, PodView
+
+if TYPE_CHECKING:
+    from controller.kube import Kube
 
 
 class View:
@@ -21,10 +25,19 @@ class View:
         self._jobs_of_id: dict[str, set[str]] = {}
         self._pods_of_id: dict[str, set[str]] = {}
         self._listing = False
-        self._during_list: list[tuple[str, str, dict[str, Any]]] = []
+        self._during_list: list[tuple[str, str, JobView | PodView | None]] = []
+        """Events during a relist, as (kind, name, snapshot or None when deleted)."""
         self.listed_mono = float("-inf")
         """`time.monotonic()` when the last full relist was sent: the view holds everything
         that existed then (and whatever watch events said since)."""
+        self.generation = 0
+        """How many relists replaced the view."""
+        self.versions: dict[str, str] = {}
+        """The resourceVersion of the last relist, by kind ("job", "pod"): where the watches
+        (controller.watch) start from."""
+        self.want_list = False
+        """A watch lost its place (410 Gone): relist in the next cycle."""
+        self._listed = asyncio.Event()
 
     # -- reading ----------------------------------------------------------------------------
     def job(self, name: str) -> JobView | None:
@@ -32,7 +45,12 @@ class View:
 
     def pods_of(self, job_name: str) -> list[PodView]:
         """The Job's pods, oldest first."""
-        return sorted(self._pods_of_job.get(job_name, {}).values(), key=lambda p: p.created_ms)
+        pods = self._pods_of_job.get(job_name)
+        if not pods:
+            return []
+        if len(pods) == 1:  # the usual case, asked for every attempt in every cycle
+            return list(pods.values())
+        return sorted(pods.values(), key=lambda p: p.created_ms)
 
     def jobs_of(self, job_id: str) -> list[JobView]:
         return [self._jobs[n] for n in sorted(self._jobs_of_id.get(job_id, ()))]
@@ -51,13 +69,39 @@ class View:
         return len(self._jobs)
 
     # -- a full relist ----------------------------------------------------------------------
+    async def relist(self, kube: Kube) -> None:
+        """List every managed Job and pod (in pages) and replace the view with them."""
+        sent = self.begin_list()
+        versions: dict[str, str] = {}
+        jobs: list[JobView] = []
+        pods: list[PodView] = []
+        try:
+            # Every page of one list carries the version of the first.
+            async for page, version in kube.list_jobs():
+                jobs.extend(JobView.from_body(b) for b in page)
+                versions.setdefault("job", version)
+            async for page, version in kube.list_pods():
+                pods.extend(PodView.from_body(b) for b in page)
+                versions.setdefault("pod", version)
+        except BaseException:
+            self.abort_list()
+            raise
+        self.replace(jobs, pods, sent_mono=sent, versions=versions)
+
     def begin_list(self) -> float:
         """Call right before sending the lists; events from now on are replayed after them."""
         self._listing = True
         self._during_list = []
         return time.monotonic()
 
-    def replace(self, jobs: list[JobView], pods: list[PodView], *, sent_mono: float) -> None:
+    def replace(
+        self,
+        jobs: list[JobView],
+        pods: list[PodView],
+        *,
+        sent_mono: float,
+        versions: dict[str, str] | None = None,
+    ) -> None:
         self._jobs.clear()
         self._pods.clear()
         self._pods_of_job.clear()
@@ -70,9 +114,19 @@ class View:
         self._listing = False
         # An event that came while the lists were in flight may be newer than them.
         replay, self._during_list = self._during_list, []
-        for kind, event, body in replay:
-            self.apply(kind, event, body)
+        for kind, name, snap in replay:
+            self._index(kind, name, snap)
         self.listed_mono = sent_mono
+        self.versions = dict(versions or {})
+        self.want_list = False
+        self.generation += 1
+        listed, self._listed = self._listed, asyncio.Event()
+        listed.set()
+
+    async def listed_after(self, generation: int) -> None:
+        """Return once a relist newer than `generation` replaced the view."""
+        while self.generation <= generation:
+            await self._listed.wait()
 
     def abort_list(self) -> None:
         self._listing = False
@@ -80,22 +134,28 @@ class View:
 
     # -- watch events -----------------------------------------------------------------------
     def apply(self, kind: str, event: str, body: dict[str, Any]) -> None:
-        """One watch event: `kind` is "job" or "pod", `event` kopf's type (None/ADDED/
-        MODIFIED/DELETED)."""
-        if self._listing:
-            self._during_list.append((kind, event, body))
+        """One watch event: `kind` is "job" or "pod", `event` ADDED, MODIFIED or DELETED."""
         name = (body.get("metadata") or {}).get("name")
         if not name:
             return
-        if kind == "job":
-            if event == "DELETED":
-                self._drop_job(name)
-            else:
-                self._put_job(JobView.from_body(body))
-        elif event == "DELETED":
-            self._drop_pod(name)
+        snap: JobView | PodView | None = None
+        if event != "DELETED":
+            snap = JobView.from_body(body) if kind == "job" else PodView.from_body(body)
+        if self._listing:
+            # The snapshot waits for the list, never the body: under load a relist overlaps
+            # with thousands of events (peak memory, README "Measured").
+            self._during_list.append((kind, name, snap))
+        self._index(kind, name, snap)
+
+    def _index(self, kind: str, name: str, snap: JobView | PodView | None) -> None:
+        if isinstance(snap, JobView):
+            self._put_job(snap)
+        elif isinstance(snap, PodView):
+            self._put_pod(snap)
+        elif kind == "job":
+            self._drop_job(name)
         else:
-            self._put_pod(PodView.from_body(body))
+            self._drop_pod(name)
 
     # -- bookkeeping of the indexes ---------------------------------------------------------
     def _put_job(self, job: JobView) -> None:

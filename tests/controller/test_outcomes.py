@@ -61,10 +61,10 @@ async def attempts(
 
 
 @pytest.fixture
-def kube(cluster: LocalCluster, namespace: str) -> Iterator[Kube]:
+async def kube(cluster: LocalCluster, namespace: str) -> AsyncIterator[Kube]:
     k = Kube(cluster.api_client(), namespace)
     yield k
-    k.close()
+    await k.close()
 
 
 def outcomes_for(kube: Kube, store: JobStore) -> Outcomes:
