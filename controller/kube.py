@@ -5,7 +5,12 @@ Why not the official client: it is synchronous, so every call needed a thread, a
 models (or even its urllib3 round trip under the GIL) cost more CPU per Job than the rest of the
 controller (README, "Measured"). The official package still loads the credentials (in-cluster
 token with its periodic re-read, or a kubeconfig with its CA, client certificate, token or exec
-plugin), so nothing about authentication is ours. Writes share a bound
+plugin), so nothing about authentication is ours. It also resolves the connection settings the
+threaded client honoured, which every request here applies: the proxy (the kubeconfig's
+`proxy-url`, else HTTPS_PROXY/ALL_PROXY unless NO_PROXY matches, as the official Configuration
+resolves them; aiohttp's own `trust_env` stays off so the two never disagree) with its
+`proxy_headers`, `tls-server-name` and `insecure-skip-tls-verify`. A proxy aiohttp cannot
+speak (SOCKS) is refused at start, never bypassed. Writes share a bound
 (`AUDIOJOB_KUBE__WRITE_CONCURRENCY`), so a big claim batch creates its Jobs in parallel without
 flooding the API server. controller.watch streams the managed Jobs and pods over the same
 session.
@@ -21,10 +26,13 @@ import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import kubernetes
+from kubernetes.client.rest import should_bypass_proxies
 
 from controller.builders import MANAGED_SELECTOR
 from controller.metrics import API_REQUESTS
@@ -79,33 +87,93 @@ def ssl_context(config: kubernetes.client.Configuration) -> ssl.SSLContext | boo
     return ctx
 
 
+def transport_options(config: kubernetes.client.Configuration) -> dict[str, Any]:
+    """The per-request proxy and TLS server name the official client would use for
+    `config.host`. Raises KubeError, at start, for a proxy aiohttp cannot use."""
+    options: dict[str, Any] = {}
+    if config.host.startswith("https") and config.tls_server_name:
+        options["server_hostname"] = config.tls_server_name
+    proxy = config.proxy
+    if not proxy or should_bypass_proxies(config.host, getattr(config, "no_proxy", None) or ""):
+        return options
+    parts = urlsplit(proxy)
+    if parts.scheme.lower() not in ("http", "https"):
+        shown = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"  # never its password
+        raise KubeError(
+            f"The Kubernetes API proxy {shown} (the kubeconfig cluster's proxy-url, or"
+            " HTTPS_PROXY/ALL_PROXY) is not an http:// or https:// proxy, the only kinds this"
+            " controller can use: set it to an http:// (CONNECT) proxy, or remove it to connect"
+            " directly.",
+            transient=False,
+        )
+    options["proxy"] = proxy
+    if config.proxy_headers:
+        options["proxy_headers"] = config.proxy_headers
+    return options
+
+
+class KubeSession:
+    """The one aiohttp session, with the proxy and TLS server name on every request
+    (controller.watch streams through it too)."""
+
+    def __init__(self, session: aiohttp.ClientSession, options: dict[str, Any]) -> None:
+        self._session = session
+        self._options = options
+
+    @property
+    def closed(self) -> bool:
+        return self._session.closed
+
+    def request(
+        self, method: str, url: str, **kwargs: Any
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        return self._session.request(method, url, **self._options, **kwargs)
+
+    def get(self, url: str, **kwargs: Any) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        return self.request("GET", url, **kwargs)
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
 class Kube:
     def __init__(
-        self, api: kubernetes.client.ApiClient, namespace: str, *, write_concurrency: int = 16
+        self,
+        api: kubernetes.client.ApiClient | kubernetes.client.Configuration,
+        namespace: str,
+        *,
+        write_concurrency: int = 16,
     ) -> None:
-        self.config: kubernetes.client.Configuration = api.configuration
+        """`api`: an official client's, or just a loaded, Configuration (all that is used)."""
+        self.config: kubernetes.client.Configuration = (
+            api.configuration if isinstance(api, kubernetes.client.ApiClient) else api
+        )
         self.namespace = namespace
         self.base = self.config.host.rstrip("/")
         self.ssl = ssl_context(self.config)
+        self.transport = transport_options(self.config)
         self._writes = asyncio.Semaphore(write_concurrency)
         # Writes, plus lists, the Lease and the watches, each with a pooled connection.
         self._connections = write_concurrency + 4 + WATCH_CONNECTIONS
-        self._session: aiohttp.ClientSession | None = None
+        self._session: KubeSession | None = None
 
     @classmethod
     def connect(cls, namespace: str, *, write_concurrency: int = 16) -> Kube:
-        api = kubernetes.client.ApiClient(load_config())
-        return cls(api, namespace, write_concurrency=write_concurrency)
+        # No ApiClient: its urllib3 pool would fail on a SOCKS proxy before our sentence.
+        return cls(load_config(), namespace, write_concurrency=write_concurrency)
 
     @property
-    def session(self) -> aiohttp.ClientSession:
+    def session(self) -> KubeSession:
         # Made on first use, inside the running event loop (aiohttp binds to it).
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
+            session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._connections, ssl=self.ssl),
                 # A watch line is one whole object; 64 KiB (the default) is too small for some.
                 read_bufsize=1 << 20,
+                # The Configuration already chose the proxy from the environment (above).
+                trust_env=False,
             )
+            self._session = KubeSession(session, self.transport)
         return self._session
 
     def headers(self) -> dict[str, str]:
