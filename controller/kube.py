@@ -112,6 +112,17 @@ def transport_options(config: kubernetes.client.Configuration) -> dict[str, Any]
     return options
 
 
+def check_transport() -> None:
+    """Raise, before the operator starts, the KubeError of a proxy this client cannot use:
+    kopf would otherwise retry its start-up with that sentence forever. Credentials that do
+    not load yet are left to the start-up, which retries them."""
+    try:
+        config = load_config()
+    except (kubernetes.config.ConfigException, OSError):
+        return
+    transport_options(config)
+
+
 class KubeSession:
     """The one aiohttp session, with the proxy and TLS server name on every request
     (controller.watch streams through it too)."""

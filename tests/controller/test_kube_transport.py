@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -207,3 +210,27 @@ async def test_a_socks_proxy_is_refused_at_start_with_what_to_change(
     assert not refused.value.transient
     assert "socks5://127.0.0.1:1080" in message and "secret" not in message
     assert "proxy-url" in message and "http:// (CONNECT) proxy" in message
+
+
+def test_the_controller_exits_at_once_with_the_socks_sentence(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    kubeconfig_configuration(cluster, tmp_path, **{"proxy-url": "socks5://127.0.0.1:1080"})
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(tmp_path / "kubeconfig"),
+        "TURSO_DATABASE_URL": f"file:{tmp_path / 'jobs.db'}",
+        "AUDIOJOB_KUBE__NAMESPACE": "default",
+        "AUDIOJOB_METRICS__PORT": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "controller"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "audiojob-controller: The Kubernetes API proxy socks5://127.0.0.1:1080" in done.stderr
