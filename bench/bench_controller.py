@@ -87,25 +87,42 @@ def start_bench_controller(
     return start_controller(cluster, namespace, db_url, log, **env)
 
 
+def drain(
+    cluster: LocalCluster,
+    namespace: str,
+    db: Path,
+    log: Path,
+    *,
+    n: int,
+    max_concurrent: int,
+    pod_seconds: int,
+) -> tuple[float, float, float, str]:
+    """(seconds until all n rows are terminal, peak RSS MiB, CPU s, /metrics) of one controller
+    on a database file."""
+    proc, port = start_bench_controller(
+        cluster,
+        namespace,
+        f"file:{db}",
+        log,
+        max_concurrent=max_concurrent,
+        pod_seconds=pod_seconds,
+    )
+    try:
+        wall = wait_terminal(db, n, timeout=1800, proc=proc)
+        rss, cpu = proc_usage(proc.pid)
+        return wall, rss, cpu, scrape(port)
+    finally:
+        stop(proc)
+
+
 def run_in_flight(cluster: LocalCluster, n: int, tmp: Path) -> dict[str, Any]:
     ns = new_namespace(cluster)
     db = tmp / "a.db"
     insert_rows(db, n, "a")
     with JobWatch(cluster.kubeconfig, ns, n) as watch:
-        proc, port = start_bench_controller(
-            cluster,
-            ns,
-            f"file:{db}",
-            tmp / "controller-a.log",
-            max_concurrent=n,
-            pod_seconds=20,
+        wall, rss, cpu, text = drain(
+            cluster, ns, db, tmp / "controller-a.log", n=n, max_concurrent=n, pod_seconds=20
         )
-        try:
-            wall = wait_terminal(db, n, timeout=900, proc=proc)
-            rss, cpu = proc_usage(proc.pid)
-            text = scrape(port)
-        finally:
-            stop(proc)
         created = watch.result()
     checked = check_once(db, cluster, [ns])
     qs = histogram_quantiles(text, "audiojob_claim_to_job_seconds", (0.5, 0.95))
@@ -193,19 +210,9 @@ def run_large(cluster: LocalCluster, n: int, tmp: Path, max_concurrent: int) -> 
     ns = new_namespace(cluster)
     db = tmp / "l.db"
     insert_rows(db, n, "l")
-    proc, _ = start_bench_controller(
-        cluster,
-        ns,
-        f"file:{db}",
-        tmp / "controller-l.log",
-        max_concurrent=max_concurrent,
-        pod_seconds=1,
+    wall, rss, cpu, _ = drain(
+        cluster, ns, db, tmp / "controller-l.log", n=n, max_concurrent=max_concurrent, pod_seconds=1
     )
-    try:
-        wall = wait_terminal(db, n, timeout=1800, proc=proc)
-        rss, cpu = proc_usage(proc.pid)
-    finally:
-        stop(proc)
     return {
         "n": n,
         "max_concurrent": max_concurrent,
