@@ -1,12 +1,11 @@
-"""When Jobs appear in a namespace, to the millisecond, for bench_controller.py's creation rates.
+"""When Jobs appear in a namespace, to well under a second, for bench_controller.py's rates.
 
 Jobs' `creationTimestamp` has 1 s resolution: 1,000 Jobs created in ~6 s give rates in steps
 of ~17% (1000/6 vs 1000/7), too coarse to compare the controller with a bare client. Instead a
 watch on the namespace's Jobs, opened before the run, stamps `time.monotonic()` when each ADDED
 event arrives. The watcher runs in its own process so that it observes both sides alike: the
 controller is a process of its own, while the bare client's 16 threads share the bench
-process's GIL, which would stamp an in-process watcher's events late, and later the more of
-them are still being created.
+process's GIL, which would stamp an in-process watcher's events late while they are busy.
 
 Run as `python -m bench._job_watch KUBECONFIG NAMESPACE N`: prints `ready` once the apiserver
 has answered the watch (it registers the watcher before it sends the response headers), then,
