@@ -155,7 +155,7 @@ def wait_terminal(db_path: Path, n: int, timeout: float, proc: subprocess.Popen[
 
 
 def check_once(db_path: Path, cluster: LocalCluster, namespaces: list[str]) -> dict[str, int]:
-    """Rows not complete, rows past attempt 1, and rows with more than one Job."""
+    """Rows not complete, rows past attempt 1, Jobs, and rows with more than one Job."""
     with sqlite3.connect(db_path, timeout=10) as db:
         lost = db.execute("SELECT count(*) FROM audio_jobs WHERE status != 'complete'").fetchone()
         again = db.execute("SELECT count(*) FROM audio_jobs WHERE attempt != 1").fetchone()
@@ -168,15 +168,6 @@ def check_once(db_path: Path, cluster: LocalCluster, namespaces: list[str]) -> d
     return {
         "lost": int(lost[0]),
         "attempt_gt_1": int(again[0]),
+        "jobs": sum(seen.values()),
         "extra_jobs": sum(n - 1 for n in seen.values()),
     }
-
-
-def creation_rate(cluster: LocalCluster, ns: str) -> tuple[int, float]:
-    batch = kubernetes.client.BatchV1Api(cluster.api_client())
-    created = sorted(
-        j.metadata.creation_timestamp.timestamp() for j in batch.list_namespaced_job(ns).items
-    )
-    # Creation times have 1 s resolution: count the span as whole seconds plus one.
-    span = (created[-1] - created[0] + 1.0) if created else float("nan")
-    return len(created), len(created) / span
