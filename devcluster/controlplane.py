@@ -335,6 +335,19 @@ class LocalCluster:
         time.sleep(down_seconds)
         self._spawn("kube-apiserver", self.argvs["kube-apiserver"])
         self._wait(self._apiserver_ready, "kube-apiserver /readyz after restart")
+        # kube-controller-manager's informers back off after losing the server (up to a
+        # minute after several restarts): return only once they serve new namespaces again,
+        # or the next test's namespace waits in vain for its default ServiceAccount.
+        core = kubernetes.client.CoreV1Api(self.api_client())
+        probe = f"probe-{secrets.token_hex(4)}"
+        core.create_namespace(
+            kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=probe))
+        )
+        self._wait(
+            lambda: core.read_namespaced_service_account("default", probe),
+            "kube-controller-manager to serve a new namespace after the restart",
+        )
+        core.delete_namespace(probe, propagation_policy="Background")
 
     # -- clients ----------------------------------------------------------------
     def api_client(self) -> kubernetes.client.ApiClient:

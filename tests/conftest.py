@@ -57,7 +57,7 @@ def namespace(cluster: LocalCluster, api: kubernetes.client.ApiClient) -> Iterat
     core.create_namespace({"metadata": {"name": name}})
     wait_for(
         lambda: core.read_namespaced_service_account("default", name),
-        timeout=30,
+        timeout=90,
         message=f"default ServiceAccount in {name}",
     )
     yield name
