@@ -46,6 +46,7 @@ from controller.settings import TimeoutSettings
 from controller.snapshots import JobView, PodView
 from runner import contract as c
 from runner.contract import FailureMessage, SuccessMessage, parse_termination_message
+from runner.payloads import JOB_TYPES
 
 __all__ = ["JobView", "PodView"]  # re-exported: the rules' inputs
 
@@ -94,7 +95,7 @@ class Clocks:
 
 def clocks_for(timeouts: TimeoutSettings, job_type: str) -> Clocks:
     """The clocks of one job type (an unknown type gets ingest's; it fails at claim anyway)."""
-    known = job_type in ("ingest", "preview", "save")
+    known = job_type in JOB_TYPES
     return Clocks(
         job_type=job_type,
         run_timeout=timeouts.run_timeout(job_type) if known else timeouts.ingest_seconds,

@@ -145,10 +145,6 @@ class Engine:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=delay)
 
-    def poke(self) -> None:
-        """Run the next cycle now."""
-        self.wake.set()
-
     def observe(self, kind: str, event: str, body: dict[str, Any]) -> None:
         """A watch event about a managed Job or pod (controller.watch): index it, act now."""
         self.view.apply(kind, event, body)

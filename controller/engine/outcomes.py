@@ -64,9 +64,6 @@ class Outcomes:
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._owed
 
-    def clear(self) -> None:
-        self._owed.clear()
-
     def owe(self, a: Attempt, outcome: Complete | Fail | Retry, pod: PodView | None) -> None:
         self._owed[a.job_id] = Owed(
             a,
@@ -139,6 +136,8 @@ class Outcomes:
         return Recorded(a, label if res != "stale" else "", text, isinstance(o, Complete))
 
     async def _kube_after(self, recorded: list[Recorded]) -> None:
+        if not recorded:  # most cycles: nothing to post, so no workers to start
+            return
         ttl = self._settings.runner.ttl_seconds_after_finished
 
         async def one(r: Recorded) -> None:

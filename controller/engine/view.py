@@ -65,9 +65,6 @@ class View:
         """True when a full relist was sent after `since_mono`."""
         return self.listed_mono > since_mono
 
-    def __len__(self) -> int:
-        return len(self._jobs)
-
     # -- a full relist ----------------------------------------------------------------------
     async def relist(self, kube: Kube) -> None:
         """List every managed Job and pod (in pages) and replace the view with them."""

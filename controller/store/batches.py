@@ -12,11 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from controller.store.rows import chunks
 from controller.store.schema import rename
 from controller.store.store import JobStore
-
-CHUNK = 500
-"""Rows per statement: 5 bound values each stays far below SQLite's 32766."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +45,7 @@ class Batches:
 
     async def set_k8s_jobs(self, jobs: Sequence[tuple[str, int, str]]) -> None:
         """Record the Job name of each (job id, attempt) still processing at that attempt."""
-        for i in range(0, len(jobs), CHUNK):
-            chunk = jobs[i : i + CHUNK]
+        for chunk in chunks(jobs):
             values = ", ".join(["(?, ?, ?)"] * len(chunk))
             sql = self._sql(
                 f"WITH v (job_id, attempt, k8s_job) AS (VALUES {values})"
@@ -81,8 +78,7 @@ class Batches:
         self, columns: str, update: str, values: Sequence[tuple[object, ...]], what: str
     ) -> None:
         """Upsert (job_id, attempt, three columns) rows of the attempts ledger."""
-        for i in range(0, len(values), CHUNK):
-            chunk = values[i : i + CHUNK]
+        for chunk in chunks(values):
             marks = ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
             sql = self._sql(
                 f"INSERT INTO audio_job_attempts (job_id, attempt, {columns}) VALUES {marks}"

@@ -44,8 +44,8 @@ class Fault:
     """The server asked us to wait this many seconds before the next try."""
 
 
-# Contention inside SQLite; the statement did not run.
-_BUSY_CODES = {"SQLITE_BUSY", "SQLITE_LOCKED"}
+# Contention inside SQLite (the base codes and their extended ones); the statement did not run.
+_BUSY_PREFIXES = ("SQLITE_BUSY", "SQLITE_LOCKED")
 # sqld/Turso could not start or finish the transaction in time; it was rolled back.
 _TX_CODES = {"TRANSACTION_BUSY", "TRANSACTION_TIMEOUT"}
 
@@ -68,7 +68,7 @@ def classify(error: BaseException) -> Fault:
 def _classify_hrana(error: HranaError) -> Fault:
     code, status, text = error.code or "", error.status, str(error)
     if status is None:
-        if code in _BUSY_CODES or code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        if code.startswith(_BUSY_PREFIXES):
             return Fault(True, False, False, f"database is locked ({text})", busy=True)
         if code in _TX_CODES:
             return Fault(True, False, False, f"database is busy ({text})")

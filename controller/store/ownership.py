@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.store.models import JOB_COLUMNS, JobRow
+from controller.store.rows import job_row, resolve_now
 from controller.store.schema import rename
-from controller.store.store import JobStore, now_ms
+from controller.store.store import JobStore
 
 DB_NOW = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 """The database's clock in epoch ms (the schema's own default for `created_at`)."""
@@ -152,7 +153,7 @@ class Ownership:
         (owner back, row moved on, another taker won, deadline not yet passed)."""
         args = [
             *_common(me, lease_ms, now, deadlines_ms),
-            now_ms() if now is None else now,
+            resolve_now(now),
             row.job_id,
             row.attempt,
             row.claimed_by,
@@ -161,7 +162,7 @@ class Ownership:
         # Not retried blind: a lost answer is resolved by reading the row back.
         rs, ambiguous = await self._store._run(self._take_over, args, f"take over {row.job_id!r}")
         if rs.rows:
-            return JobRow.model_validate(dict(zip(JOB_COLUMNS, rs.rows[0], strict=True)))
+            return job_row(rs.rows[0])
         if ambiguous:
             now_row = await self._store.get(row.job_id)
             if (
@@ -181,5 +182,5 @@ def _common(me: str, lease_ms: int, now: int | None, deadlines_ms: Mapping[str, 
 
 def _orphan(values: Sequence[Any]) -> Orphan:
     cols = list(values)
-    row = JobRow.model_validate(dict(zip(JOB_COLUMNS, cols[: len(JOB_COLUMNS)], strict=True)))
+    row = job_row(cols[: len(JOB_COLUMNS)])
     return Orphan(row=row, past_deadline=bool(cols[len(JOB_COLUMNS)]))

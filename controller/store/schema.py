@@ -68,9 +68,8 @@ async def migrate(calls: Caller, table: str) -> int:
     """Bring the schema to SCHEMA_VERSION; return the version found before."""
     # Created first and alone (the version is read from it); same text as in schema.sql.
     meta = rename("audio_job_meta", table)
-    create = next(
-        s for s in migrations(table)[0] if s.startswith(f"CREATE TABLE IF NOT EXISTS {meta} ")
-    )
+    steps = migrations(table)
+    create = next(s for s in steps[0] if s.startswith(f"CREATE TABLE IF NOT EXISTS {meta} "))
     await calls.run(create, [], "create the meta table")
     rs, _ = await calls.run(rename(_READ_VERSION, table), [], "read schema version")
     found = int(rs.rows[0][0]) if rs.rows else 0
@@ -80,7 +79,6 @@ async def migrate(calls: Caller, table: str) -> int:
             found,
             SCHEMA_VERSION,
         )
-    steps = migrations(table)
     for target in range(found + 1, SCHEMA_VERSION + 1):
         stmts: list[tuple[str, Args]] = [(s, []) for s in steps[target - 1]]
         stmts.append((rename(_WRITE_VERSION, table), [str(target)]))
