@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from controller.settings import DbSettings
 from controller.store import Beat, JobStore
+from controller.store.batches import Batches, Ended, Started
 from devcluster.hrana_server import running_server
 
 JOBS = 40
@@ -136,6 +137,7 @@ async def original_lifecycle(url: str) -> Tally:
 
 async def store_lifecycle(url: str) -> Tally:
     store, tally = await open_counted(url)
+    batches = Batches(store)  # one row per statement here: the seed's pattern
     await seed(store, JOBS, "s")
     base = tally.statements, tally.rows_read, tally.rows_written
     running: dict[str, tuple[int, int]] = {}  # job id -> (attempt, start second)
@@ -147,10 +149,9 @@ async def store_lifecycle(url: str) -> Tally:
             claim = await store.claim(worker_id="ctl", limit=CONCURRENCY - len(running), now_ms=now)
             for job in claim.jobs:
                 running[job.row.job_id] = (job.row.attempt, t)
-                await store.set_k8s_job(job.row.job_id, job.row.attempt, f"aj-{job.row.job_id}")
-                await store.attempt_started(
-                    job.row.job_id, job.row.attempt, pod="p", node="n", started_ms=now
-                )
+                jid, attempt = job.row.job_id, job.row.attempt
+                await batches.set_k8s_jobs([(jid, attempt, f"aj-{jid}")])
+                await batches.attempts_started([Started(jid, attempt, "p", "n", now)])
         if t % 5 == 0 and running:
             beats = [Beat(j, a, "render", min(99, (t - s) // 3)) for j, (a, s) in running.items()]
             gone = await store.heartbeat(beats, now_ms=now)
@@ -158,7 +159,7 @@ async def store_lifecycle(url: str) -> Tally:
         for job_id, (attempt, start) in list(running.items()):
             if t - start >= RUN_SECONDS:
                 assert await store.complete(job_id, attempt, {}, now_ms=now) == "applied"
-                await store.attempt_ended(job_id, attempt, exit_code=0, reason=None, ended_ms=now)
+                await batches.attempts_ended([Ended(job_id, attempt, 0, None, now)])
                 del running[job_id]
                 done += 1
         t += 1

@@ -117,7 +117,7 @@ def build_job(
             "template": {
                 "metadata": {
                     "labels": labels,
-                    "annotations": annotations | dict(runner.pod_annotations),
+                    "annotations": dict(runner.pod_annotations) | annotations,
                 },
                 "spec": pod_spec,
             },

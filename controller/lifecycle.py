@@ -17,10 +17,12 @@ Ownership (who may act on which row)
   `lease_seconds` without seeing the Lease change, can take it.
 - Rows of another installation are never touched while its lease is fresh. When it is older
   than `owner_lease_seconds` by the database's clock, the row is taken over with ONE fenced
-  UPDATE that bumps `attempt` (store.ownership) — and only after `run_deadline_ms` has passed
-  since the attempt started (its pod cannot still be running: Kubernetes enforces
-  `activeDeadlineSeconds` with no controller), or at once when the old Job is in the taker's
-  own view and finished (the taker then sets that Job's TTL). A dead installation's cancelled
+  UPDATE that bumps `attempt` (store.ownership) — and only after the row's `run_deadline` has
+  passed: the owner wrote it at claim (`run_deadlines`: the database's clock plus its own
+  pending + run timeout + grace + margin), so its pod cannot still be running whatever the
+  taker's own timeouts are (Kubernetes enforces `activeDeadlineSeconds` with no controller);
+  or at once when the old Job is in the taker's own view and finished (the taker then sets
+  that Job's TTL). A dead installation's cancelled
   rows are finalized on the same terms, without a new attempt. Only the leader looks, every
   `takeover_interval_seconds` and at each reconcile: one statement, which reads job rows
   only while some installation's lease has run out recently enough for its rows to become
@@ -31,8 +33,8 @@ Ownership (who may act on which row)
 - Clocks: leases between installations use only the database's clock; the Kubernetes Lease is
   judged by each process's monotonic clock; cycle intervals are monotonic. A controller's
   wall clock that jumps therefore cannot make anyone take over a live owner's rows; the run
-  deadline compares the claimer's `started_at` with the database's clock, and
-  `takeover_margin_seconds` absorbs skew between the two.
+  deadline is written and compared on the database's clock, and `takeover_margin_seconds`
+  absorbs the delay between the claim and the Job's start.
 """
 
 from __future__ import annotations
@@ -302,7 +304,14 @@ def _finished(job: JobView, pod: PodView, clocks: Clocks) -> Decision:
             return Complete(message.result)
         if isinstance(message, FailureMessage):
             return _failure_from_message(message)
-        return Complete({})
+        # Exit 0 without the runner's result: not our runner, so nothing says the work was done.
+        left = "no termination message" if not pod.term_message else "no valid result"
+        return Fail(
+            "permanent",
+            f"pod {pod.name} exited 0 but left {left}; the runner writes its result to "
+            "/dev/termination-log, so check that the Job runs the audiojob-operator image "
+            "with its own command (runner.image, no command override)",
+        )
     # Failed
     if job.deadline_exceeded or pod.pod_reason == "DeadlineExceeded":
         return Fail("timeout", timeout_message(clocks))
@@ -370,6 +379,15 @@ def orphan_to_delete(job: JobView, pods: Sequence[PodView], row_status: str | No
     if job.finished or job.deleting or (pods and all(p.finished for p in pods)):
         return False
     return row_status is None or row_status in ("complete", "failed", "cancelled")
+
+
+def run_deadlines(timeouts: TimeoutSettings, *, margin: int) -> dict[str, int]:
+    """The run deadline of every job type, in ms after a claim (written on each claimed row)."""
+    grace = timeouts.cancel_grace_seconds
+    return {
+        str(t): run_deadline_ms(clocks_for(timeouts, str(t)), cancel_grace=grace, margin=margin)
+        for t in JOB_TYPES
+    }
 
 
 def run_deadline_ms(clocks: Clocks, *, cancel_grace: int, margin: int) -> int:

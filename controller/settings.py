@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from runner.contract import MANAGED_ANNOTATIONS
 from runner.payloads import JOB_TYPES
 from runner.rules import ENV_ALLOWED_NETWORKS, ENV_CLUSTER_NETWORKS, NetworkRules
 
@@ -66,7 +67,8 @@ class TimeoutSettings(BaseModel):
     """Clocks per job type (design: "Clocks per job type"); all in seconds."""
 
     ingest_seconds: int = Field(10 * 60, gt=0)
-    """Run timeout for ingest jobs: `activeDeadlineSeconds` and the reaper."""
+    """Run timeout for ingest jobs: the Job's `activeDeadlineSeconds`, which Kubernetes
+    enforces with or without a controller."""
     preview_seconds: int = Field(5 * 60, gt=0)
     """Run timeout for preview jobs."""
     save_seconds: int = Field(15 * 60, gt=0)
@@ -129,6 +131,17 @@ class RunnerSettings(BaseModel):
     cluster_networks: str = ""
     """Comma-separated CIDRs of the cluster's pod and service networks, refused like private
     ranges even where they are public addresses; given to pods as `AUDIOJOB_CLUSTER_NETWORKS`."""
+
+    @field_validator("pod_annotations")
+    @classmethod
+    def _not_managed(cls, value: dict[str, str]) -> dict[str, str]:
+        taken = sorted(MANAGED_ANNOTATIONS & set(value))
+        if taken:
+            raise ValueError(
+                f"{', '.join(taken)} is set by the controller to tie a pod to its row; "
+                "remove it from the extra pod annotations"
+            )
+        return value
 
     @field_validator("allowed_networks")
     @classmethod

@@ -24,7 +24,6 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -420,13 +419,3 @@ class LocalCluster:
     def _default_sa(core: kubernetes.client.CoreV1Api) -> bool:
         core.read_namespaced_service_account("default", "default")
         return True
-
-
-@contextlib.contextmanager
-def running_cluster(**kwargs: Any) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(**kwargs)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()

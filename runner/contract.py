@@ -30,6 +30,8 @@ ANN_STAGE = f"{PREFIX}/stage"
 ANN_PROGRESS = f"{PREFIX}/progress"
 ANN_HEARTBEAT = f"{PREFIX}/heartbeat"
 PROGRESS_ANNOTATIONS = (ANN_STAGE, ANN_PROGRESS, ANN_HEARTBEAT)
+MANAGED_ANNOTATIONS = frozenset({ANN_JOB_ID, ANN_TRACE_ID, *PROGRESS_ANNOTATIONS})
+"""Pod annotations only the controller and the runner write: what ties a pod to its row."""
 
 # Runner environment.
 ENV_ID = "AUDIOJOB_ID"

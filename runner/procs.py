@@ -109,11 +109,6 @@ def signal_all(sig: signal.Signals) -> None:
         _signal_group(proc, sig)
 
 
-def live_pids() -> list[int]:
-    with _lock:
-        return [p.pid for p in _live]
-
-
 def kill_all_and_wait(timeout: float = 2.0) -> None:
     """SIGKILL every group still tracked and reap the leaders, bounded by `timeout`."""
     with _lock:

@@ -12,12 +12,11 @@ from controller.engine.attempts import Attempt, Attempts
 from controller.engine.outcomes import Outcomes
 from controller.engine.view import View
 from controller.kube import Kube, KubeError
-from controller.lifecycle import clocks_for, orphan_to_delete, run_deadline_ms
+from controller.lifecycle import orphan_to_delete, run_deadlines
 from controller.logs import job_fields
 from controller.settings import Settings
-from controller.store import JobRow, JobStore, StoreError, now_ms
+from controller.store import JobRow, JobStore
 from controller.store.ownership import Orphan, Ownership
-from runner.payloads import JOB_TYPES
 
 log = logging.getLogger("audiojob.engine")
 
@@ -44,10 +43,14 @@ class Claims:
         self._attempts = attempts
         self._outcomes = outcomes
         self._grace = grace
+        self._deadlines = run_deadlines(
+            settings.timeouts, margin=settings.ownership.takeover_margin_seconds
+        )
+        self._longest = max(self._deadlines.values())
 
     async def beat(self, active: int, *, start: bool = False) -> None:
         """Renew this installation's lease on its rows (the database's clock stamps it)."""
-        await self._own.beat(self.owner, __version__, active, start=start)
+        await self._own.beat(self.owner, __version__, active, longest_ms=self._longest, start=start)
 
     async def adopt(self) -> None:
         """Take up the processing rows this installation claimed (before a restart)."""
@@ -80,7 +83,9 @@ class Claims:
         batch was full (so there may be more)."""
         if free <= 0:
             return [], False
-        claim = await self._store.claim(worker_id=self.owner, limit=free)
+        claim = await self._store.claim(
+            worker_id=self.owner, limit=free, deadlines_ms=self._deadlines
+        )
         for rejected in claim.rejected:
             m.REJECTED.inc()
             log.warning(
@@ -98,16 +103,6 @@ class Claims:
         return new, len(claim.jobs) + len(claim.rejected) >= free
 
     # -- a dead installation's rows --------------------------------------------------------
-    def _deadlines_ms(self) -> dict[str, int]:
-        t = self._settings.timeouts
-        margin = self._settings.ownership.takeover_margin_seconds
-        return {
-            str(kind): run_deadline_ms(
-                clocks_for(t, str(kind)), cancel_grace=t.cancel_grace_seconds, margin=margin
-            )
-            for kind in JOB_TYPES
-        }
-
     def _finished_here(self, row: JobRow) -> bool:
         """The old attempt's Job is in our own view and can no longer run anything."""
         if row.k8s_job is None or (job := self._view.job(row.k8s_job)) is None:
@@ -119,10 +114,9 @@ class Claims:
         cancelled rows, once no pod of the old attempt can still be running. One statement
         when nothing is eligible (engine.loop runs this every `takeover_interval_seconds`)."""
         lease_ms = round(self._settings.ownership.owner_lease_seconds * 1000)
-        deadlines = self._deadlines_ms()
         taken: list[Attempt] = []
         for orphan in await self._own.dead_rows(
-            me=self.owner, lease_ms=lease_ms, deadlines_ms=deadlines, limit=free, gated=gated
+            me=self.owner, lease_ms=lease_ms, longest_ms=self._longest, limit=free, gated=gated
         ):
             at_once = self._finished_here(orphan.row)
             if not (orphan.past_deadline or at_once):
@@ -142,7 +136,7 @@ class Claims:
                 orphan.row,
                 me=self.owner,
                 lease_ms=lease_ms,
-                deadlines_ms=deadlines,
+                deadlines_ms=self._deadlines,
                 at_once=at_once,
             )
             if row is not None:
@@ -162,16 +156,6 @@ class Claims:
 
     async def _took(self, orphan: Orphan, row: JobRow, why: str) -> Attempt:
         old = orphan.row
-        try:
-            await self._store.attempt_ended(
-                old.job_id,
-                old.attempt,
-                exit_code=None,
-                reason=f"taken over: installation {old.claimed_by} stopped",
-                ended_ms=now_ms(),
-            )
-        except StoreError as e:  # the ledger line is history, not a reason to stop
-            log.warning("could not record the old attempt's end: %s", e)
         a = Attempt.from_row(row, claimed_now=True)
         self._attempts.add(a)
         m.CLAIMS.inc()

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 
+from controller.store.params import Stmt
 from controller.store.rows import chunks
-from controller.store.schema import rename
 from controller.store.store import JobStore
 
 
@@ -40,49 +41,68 @@ class Batches:
         self._store = store
         self._table = table
 
-    def _sql(self, sql: str) -> str:
-        return rename(sql, self._table)
-
     async def set_k8s_jobs(self, jobs: Sequence[tuple[str, int, str]]) -> None:
         """Record the Job name of each (job id, attempt) still processing at that attempt."""
         for chunk in chunks(jobs):
-            values = ", ".join(["(?, ?, ?)"] * len(chunk))
-            sql = self._sql(
-                f"WITH v (job_id, attempt, k8s_job) AS (VALUES {values})"
-                " UPDATE audio_jobs SET k8s_job = v.k8s_job FROM v"
-                " WHERE audio_jobs.job_id = v.job_id AND audio_jobs.attempt = v.attempt"
-                " AND audio_jobs.status = 'processing'"
+            await self._store._call(
+                _set_k8s_jobs(self._table, len(chunk)),
+                f"record {len(chunk)} Job names",
+                [x for job in chunk for x in job],
             )
-            args = [x for job in chunk for x in job]
-            await self._store._run(sql, args, f"record {len(chunk)} Job names")
 
     async def attempts_started(self, started: Sequence[Started]) -> None:
         await self._ledger(
-            "pod, node, started_at",
-            "pod = COALESCE(excluded.pod, pod), node = COALESCE(excluded.node, node),"
-            " started_at = COALESCE(started_at, excluded.started_at)",
-            [(s.job_id, s.attempt, s.pod, s.node, s.started_ms) for s in started],
-            "start",
+            _STARTED, [(s.job_id, s.attempt, s.pod, s.node, s.started_ms) for s in started], "start"
         )
 
     async def attempts_ended(self, ended: Sequence[Ended]) -> None:
+        """The first end recorded for an attempt stays: a takeover's "taken over" (written
+        with the takeover itself) is not overwritten by the old owner's late outcome."""
         await self._ledger(
-            "ended_at, exit_code, reason",
-            "ended_at = excluded.ended_at, exit_code = excluded.exit_code,"
-            " reason = excluded.reason",
-            [(e.job_id, e.attempt, e.ended_ms, e.exit_code, e.reason) for e in ended],
-            "end",
+            _ENDED, [(e.job_id, e.attempt, e.ended_ms, e.exit_code, e.reason) for e in ended], "end"
         )
 
     async def _ledger(
-        self, columns: str, update: str, values: Sequence[tuple[object, ...]], what: str
+        self, kind: tuple[str, str], values: Sequence[tuple[object, ...]], what: str
     ) -> None:
         """Upsert (job_id, attempt, three columns) rows of the attempts ledger."""
         for chunk in chunks(values):
-            marks = ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
-            sql = self._sql(
-                f"INSERT INTO audio_job_attempts (job_id, attempt, {columns}) VALUES {marks}"
-                f" ON CONFLICT (job_id, attempt) DO UPDATE SET {update}"
+            await self._store._call(
+                _upsert_ledger(self._table, len(chunk), *kind),
+                f"record the {what} of {len(chunk)} attempts",
+                [x for row in chunk for x in row],
             )
-            args = [x for row in chunk for x in row]
-            await self._store._run(sql, args, f"record the {what} of {len(chunk)} attempts")
+
+
+_STARTED = (
+    "pod, node, started_at",
+    "pod = COALESCE(excluded.pod, pod), node = COALESCE(excluded.node, node),"
+    " started_at = COALESCE(started_at, excluded.started_at)",
+)
+_ENDED = (
+    "ended_at, exit_code, reason",
+    "ended_at = excluded.ended_at, exit_code = excluded.exit_code, reason = excluded.reason"
+    " WHERE audio_job_attempts.ended_at IS NULL",
+)
+
+
+@cache
+def _set_k8s_jobs(table: str, n: int) -> Stmt:
+    values = ", ".join(["(?, ?, ?)"] * n)
+    return Stmt(
+        f"WITH v (job_id, attempt, k8s_job) AS (VALUES {values})"
+        " UPDATE audio_jobs SET k8s_job = v.k8s_job FROM v"
+        " WHERE audio_jobs.job_id = v.job_id AND audio_jobs.attempt = v.attempt"
+        " AND audio_jobs.status = 'processing'",
+        table,
+    )
+
+
+@cache
+def _upsert_ledger(table: str, n: int, columns: str, update: str) -> Stmt:
+    marks = ", ".join(["(?, ?, ?, ?, ?)"] * n)
+    return Stmt(
+        f"INSERT INTO audio_job_attempts (job_id, attempt, {columns}) VALUES {marks}"
+        f" ON CONFLICT (job_id, attempt) DO UPDATE SET {update}",
+        table,
+    )

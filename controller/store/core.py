@@ -9,14 +9,15 @@ row is read back to tell "our earlier try landed" from "someone else moved it".
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Self, TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Self, TypeVar
 
 from controller.settings import DbSettings
 from controller.store.backend import Args, Backend, ResultSet, describe_url, open_backend, split_url
 from controller.store.calls import Calls, RetryPolicy
 from controller.store.errors import StoreError, classify, redact
 from controller.store.models import JobRow
+from controller.store.params import Stmt
 from controller.store.rows import chunks, job_row
 from controller.store.schema import migrate
 from controller.store.sql import Sql
@@ -89,16 +90,30 @@ class StoreCore:
     async def _run(self, sql: str, args: Args, what: str) -> tuple[ResultSet, bool]:
         return await self._calls.run(sql, args, what)
 
+    async def _call(
+        self, stmt: Stmt, what: str, rows: Sequence[Any] = (), **roles: Any
+    ) -> tuple[ResultSet, bool]:
+        """Run one statement with its rows' values and its named roles."""
+        return await self._calls.run(stmt.sql, stmt.args(rows, **roles), what)
+
+    async def _batch(
+        self, stmts: Sequence[Stmt], roles: Mapping[str, Any], what: str
+    ) -> tuple[list[ResultSet], bool]:
+        """Run statements in one transaction, each with the roles it names from `roles`."""
+        batch = [(s.sql, s.args(**{k: roles[k] for k in s.names})) for s in stmts]
+        return await self._calls.exec(lambda _: self._calls.backend.batch(batch), what)
+
     async def _fenced(
         self,
-        sql: str,
-        args: Args,
+        stmt: Stmt,
         what: str,
-        job_id: str,
         landed: Callable[[JobRow], bool],
+        *,
+        job_id: str,
+        **roles: Any,
     ) -> bool:
         """Run a conditional write; True if it changed the row (now or on a lost earlier try)."""
-        rs, ambiguous = await self._run(sql, args, what)
+        rs, ambiguous = await self._call(stmt, what, job_id=job_id, **roles)
         if rs.rows:
             return True
         if ambiguous:
@@ -107,13 +122,13 @@ class StoreCore:
         return False
 
     async def get(self, job_id: str) -> JobRow | None:
-        rs, _ = await self._run(self._sql.get, [job_id], f"read job {job_id!r}")
+        rs, _ = await self._call(self._sql.get, f"read job {job_id!r}", job_id=job_id)
         return job_row(rs.rows[0]) if rs.rows else None
 
     async def get_many(self, job_ids: Sequence[str]) -> dict[str, JobRow]:
         out: dict[str, JobRow] = {}
         for chunk in chunks(list(dict.fromkeys(job_ids))):
-            rs, _ = await self._run(self._sql.get_many(len(chunk)), list(chunk), "read jobs")
+            rs, _ = await self._call(self._sql.get_many(len(chunk)), "read jobs", chunk)
             for values in rs.rows:
                 row = job_row(values)
                 out[row.job_id] = row

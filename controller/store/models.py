@@ -46,6 +46,10 @@ class JobRow(BaseModel):
     updated_at: int
     started_at: int | None
     finished_at: int | None
+    run_deadline: int | None = None
+    """While processing (or cancelled and not yet finalized): when this attempt's pod can no
+    longer be running, by the database's clock, as its claimer computed it. NULL on rows
+    claimed by a controller older than schema version 2."""
 
     def result_json(self) -> Any:
         """The decoded result, or None before completion."""
@@ -71,7 +75,7 @@ class AttemptRow(BaseModel):
 
 
 class WorkerRow(BaseModel):
-    """One controller instance, as the app's health page reads it."""
+    """One installation, as the app's health page reads it."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -80,6 +84,9 @@ class WorkerRow(BaseModel):
     started_at: int
     last_seen: int
     active: int
+    longest_run_ms: int | None = None
+    """The longest run deadline it gives any attempt: how long after its last beat its rows
+    can still have running pods (NULL from controllers older than schema version 2)."""
 
 
 @dataclass(frozen=True, slots=True)

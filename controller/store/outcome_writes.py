@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 from controller.store.core import StoreCore
 from controller.store.models import FAIL_KINDS, JobRow, RetryOutcome, WriteResult
+from controller.store.params import Stmt
 from controller.store.rows import chunks, resolve_now
 
 
@@ -45,6 +46,11 @@ class Requeue:
     error: str
     kind: str = "transient"
     backoff_seconds: float = 0.0
+
+    @property
+    def last_error(self) -> str:
+        """The row's error when its retries are used up (the statement picks one of the two)."""
+        return f"{self.error} (retries used up)"
 
 
 class _Keyed(Protocol):
@@ -127,7 +133,7 @@ class OutcomeWrites(StoreCore):
             items,
             "requeue",
             self._sql.retry_or_fail,
-            lambda r: (r.error, r.kind, now + round(r.backoff_seconds * 1000)),
+            lambda r: (r.error, r.last_error, r.kind, now + round(r.backoff_seconds * 1000)),
             now=now,
             answer=_settled,
             landed=_requeued,
@@ -138,7 +144,7 @@ class OutcomeWrites(StoreCore):
         self,
         items: Sequence[Item],
         verb: str,
-        sql: Callable[[int], str],
+        stmt: Callable[[int], Stmt],
         values: Callable[[Item], tuple[Any, ...]],
         *,
         now: int,
@@ -151,16 +157,15 @@ class OutcomeWrites(StoreCore):
         unique = list({i.job_id: i for i in items}.values())
         out: dict[str, R] = {}
         for chunk in chunks(unique):
-            args: list[Any] = []
+            cells: list[Any] = []
             for i in chunk:
-                args += [i.job_id, i.attempt, *values(i)]
-            args.append(now)
+                cells += [i.job_id, i.attempt, *values(i)]
             what = (
                 f"{verb} job {chunk[0].job_id!r} attempt {chunk[0].attempt}"
                 if len(chunk) == 1
                 else f"{verb} {len(chunk)} jobs"
             )
-            rs, ambiguous = await self._run(sql(len(chunk)), args, what)
+            rs, ambiguous = await self._call(stmt(len(chunk)), what, cells, now=now)
             for job_id, status in rs.rows:
                 out[str(job_id)] = answer(str(status))
             unchanged = [i for i in chunk if i.job_id not in out]
@@ -198,5 +203,5 @@ def _settled(status: str) -> RetryOutcome:
 
 
 def _requeued(row: JobRow, r: Requeue) -> RetryOutcome | None:
-    ours = row.error_kind == r.kind and row.error in (r.error, f"{r.error} (retries used up)")
+    ours = row.error_kind == r.kind and row.error in (r.error, r.last_error)
     return _settled(row.status) if ours and row.status in ("pending", "failed") else None

@@ -2,9 +2,11 @@
 
 The version lives in the store's own table (`audio_job_meta`, key `schema_version`), never in
 `PRAGMA user_version`: that number belongs to the web app's own migrator, and hosted Turso
-refuses the pragma. Every migration statement is idempotent, so a database made by an older
-controller (which kept `user_version = 1` and has no meta table) simply gets version 1 recorded,
-and two controllers migrating at once both succeed.
+refuses the pragma. Every step re-applies `schema.sql` (all `IF NOT EXISTS`) and adds the
+columns of its version that the tables lack, so a database made by an older controller (which
+kept `user_version = 1` and has no meta table) simply gets its versions recorded. Two
+controllers migrating at once: one batch commits, the other's fails on the column the first
+added, and it finds the version already recorded.
 """
 
 from __future__ import annotations
@@ -15,10 +17,20 @@ from importlib import resources
 from typing import Protocol
 
 from controller.store.backend import Args, ResultSet
+from controller.store.errors import StoreError
 
 log = logging.getLogger("audiojob.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+ADDED_COLUMNS: dict[int, list[tuple[str, str, str]]] = {
+    2: [
+        ("audio_jobs", "run_deadline", "INTEGER"),
+        ("audio_job_workers", "longest_run_ms", "INTEGER"),
+    ],
+}
+"""(table, column, type) added by each version: `schema.sql` has them in its CREATE TABLEs for
+new databases, and SQLite has no `ADD COLUMN IF NOT EXISTS` for old ones."""
 
 _NAMES = re.compile(r"\baudio_job(s\b|_)")
 
@@ -47,7 +59,11 @@ def split_statements(script: str) -> list[str]:
 
 def migrations(table: str) -> list[list[str]]:
     """Idempotent statements that take the schema from version i to i + 1, at index i."""
-    return [split_statements(rename(schema_sql(), table))]
+    everything = split_statements(rename(schema_sql(), table))
+    return [everything] * SCHEMA_VERSION
+
+
+_COLUMNS = "SELECT name FROM pragma_table_info(?1)"
 
 
 _READ_VERSION = "SELECT value FROM audio_job_meta WHERE key = 'schema_version'"
@@ -81,8 +97,25 @@ async def migrate(calls: Caller, table: str) -> int:
         )
     for target in range(found + 1, SCHEMA_VERSION + 1):
         stmts: list[tuple[str, Args]] = [(s, []) for s in steps[target - 1]]
+        stmts += [(s, []) for s in await _missing_columns(calls, table, target)]
         stmts.append((rename(_WRITE_VERSION, table), [str(target)]))
         # One batch is one transaction: a concurrent migrator waits, then finds its
-        # statements already applied (every one is idempotent).
-        await calls.batch(stmts, f"migrate to schema version {target}")
+        # statements already applied, or fails on a column the other one added.
+        try:
+            await calls.batch(stmts, f"migrate to schema version {target}")
+        except StoreError:
+            rs, _ = await calls.run(rename(_READ_VERSION, table), [], "read schema version")
+            if not rs.rows or int(rs.rows[0][0]) < target:
+                raise
     return found
+
+
+async def _missing_columns(calls: Caller, table: str, version: int) -> list[str]:
+    """`ALTER TABLE … ADD COLUMN` for the columns of `version` that a table lacks."""
+    out: list[str] = []
+    for base, column, kind in ADDED_COLUMNS.get(version, []):
+        name = rename(base, table)
+        rs, _ = await calls.run(_COLUMNS, [name], f"read the columns of {name}")
+        if column not in {str(r[0]) for r in rs.rows}:
+            out.append(f"ALTER TABLE {name} ADD COLUMN {column} {kind}")
+    return out

@@ -1,4 +1,4 @@
--- audiojob-operator job store, schema version 1.
+-- audiojob-operator job store, schema version 2.
 --
 -- The controller applies this itself and records the version in audio_job_meta (never in
 -- PRAGMA user_version, which belongs to the app and which hosted Turso refuses); the web app may
@@ -31,8 +31,12 @@ CREATE TABLE IF NOT EXISTS audio_jobs (
   created_at  INTEGER NOT NULL DEFAULT (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)),
   updated_at  INTEGER NOT NULL DEFAULT (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)),
   started_at  INTEGER,
-  finished_at INTEGER
+  finished_at INTEGER,
+  run_deadline INTEGER
 );
+-- run_deadline (version 2): while processing, when this attempt's pod can no longer run (the
+-- database's clock), written by its claimer; another installation takes the row over only
+-- after it.
 
 -- Claiming reads this index in order and stops after LIMIT rows; counting pending rows reads only
 -- its entries. Partial, so finished history (the bulk of the table) costs nothing: Turso bills
@@ -40,7 +44,7 @@ CREATE TABLE IF NOT EXISTS audio_jobs (
 CREATE INDEX IF NOT EXISTS audio_job_ix_pending
   ON audio_jobs (status, priority DESC, created_at, run_after) WHERE status = 'pending';
 
--- Reaper (stale heartbeats), reconcile and the in-flight count.
+-- Adopting after a restart, takeovers and the in-flight count.
 CREATE INDEX IF NOT EXISTS audio_job_ix_processing
   ON audio_jobs (status, updated_at) WHERE status = 'processing';
 
@@ -65,8 +69,10 @@ CREATE TABLE IF NOT EXISTS audio_job_workers (
   version    TEXT NOT NULL,
   started_at INTEGER NOT NULL,
   last_seen  INTEGER NOT NULL,
-  active     INTEGER NOT NULL DEFAULT 0
+  active     INTEGER NOT NULL DEFAULT 0,
+  longest_run_ms INTEGER
 );
+-- longest_run_ms (version 2): the longest run deadline this installation gives an attempt.
 
 -- The store's own bookkeeping: key 'schema_version' holds the version this file describes.
 CREATE TABLE IF NOT EXISTS audio_job_meta (

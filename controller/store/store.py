@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 from controller.settings import DbSettings
-from controller.store.backend import Args, Backend, ResultSet
+from controller.store.backend import Backend, ResultSet
 from controller.store.calls import RetryPolicy
 from controller.store.errors import StoreError, StoreUnavailable
 from controller.store.ledger import Ledger
@@ -65,9 +65,18 @@ class JobStore(OutcomeWrites, Ledger):
     ) -> None:
         """Add a pending row; raises StoreError if the id exists. Payloads are checked at claim."""
         text = payload if isinstance(payload, str) else json.dumps(payload)
-        now = resolve_now(now_ms)
-        args: Args = [job_id, type, text, priority, max_retries, trace_id, run_after, now]
-        rs, ambiguous = await self._run(self._sql.insert, args, f"insert job {job_id!r}")
+        rs, ambiguous = await self._call(
+            self._sql.insert,
+            f"insert job {job_id!r}",
+            job_id=job_id,
+            type=type,
+            payload=text,
+            priority=priority,
+            max_retries=max_retries,
+            trace_id=trace_id,
+            run_after=run_after,
+            now=resolve_now(now_ms),
+        )
         if rs.rows:
             return
         if ambiguous:
@@ -80,16 +89,30 @@ class JobStore(OutcomeWrites, Ledger):
         """pending|processing -> cancelled; False if the row is finished or missing."""
         return await self._fenced(
             self._sql.cancel,
-            [job_id, resolve_now(now_ms)],
             f"cancel job {job_id!r}",
-            job_id,
             lambda row: row.status == "cancelled",
+            job_id=job_id,
+            now=resolve_now(now_ms),
         )
 
     # -- controller: claim and run ----------------------------------------------------------
 
-    async def claim(self, *, worker_id: str, limit: int, now_ms: int | None = None) -> Claim:
-        """Claim up to `limit` rows in one statement; fail the invalid ones in one more."""
+    async def claim(
+        self,
+        *,
+        worker_id: str,
+        limit: int,
+        deadlines_ms: Mapping[str, int] | None = None,
+        now_ms: int | None = None,
+    ) -> Claim:
+        """Claim up to `limit` rows in one statement; fail the invalid ones in one more.
+
+        Each claimed row gets its attempt's run deadline: the database's clock plus
+        `deadlines_ms[type]` (lifecycle.run_deadlines: how long its pod can run, whatever
+        happens to this controller). Another installation takes the row over only after that
+        (store.ownership). Without `deadlines_ms` (tests of other rules) the row gets none,
+        and a taker falls back to its own longest deadline.
+        """
         now = resolve_now(now_ms)
         # started_at identifies this claim among the worker's, which is how rows claimed by a
         # try whose answer was lost are found again; so two claims never share a millisecond.
@@ -98,17 +121,25 @@ class JobStore(OutcomeWrites, Ledger):
         self._claim_stamps[worker_id] = now
         rows: dict[str, JobRow] = {}
         if limit > 0:
-            args: Args = [worker_id, now, limit]
+            by_type = [v for pair in (deadlines_ms or {}).items() for v in pair]
+            roles = {
+                "me": worker_id,
+                "now": now,
+                "limit": limit,
+                "longest_ms": max(deadlines_ms.values()) if deadlines_ms else None,
+                # The run deadline is the database's clock; tests that pin `now` pin it too.
+                "db_clock": now_ms,
+            }
 
             def attempt(after_loss: bool) -> Awaitable[ResultSet]:
-                sql = self._sql.claim_after_loss if after_loss else self._sql.claim
-                return self._calls.backend.execute(sql, args)
+                stmt = self._sql.claim(len(by_type) // 2, after_loss=after_loss)
+                return self._calls.backend.execute(stmt.sql, stmt.args(by_type, **roles))
 
             rs, ambiguous = await self._exec(attempt, f"claim for {worker_id!r}")
             rows = {r.job_id: r for r in map(job_row, rs.rows)}
             if ambiguous:
-                lost, _ = await self._run(
-                    self._sql.claim_recover, [worker_id, now], "recover lost claim"
+                lost, _ = await self._call(
+                    self._sql.claim_recover, "recover lost claim", me=worker_id, now=now
                 )
                 for r in map(job_row, lost.rows):
                     rows.setdefault(r.job_id, r)
@@ -132,11 +163,8 @@ class JobStore(OutcomeWrites, Ledger):
             return
         try:
             for chunk in chunks(pending):
-                args: Args = [
-                    v for (job_id, attempt), error in chunk for v in (job_id, attempt, error)
-                ]
-                args.append(now)
-                await self._run(self._sql.reject(len(chunk)), args, "fail invalid rows")
+                values = [v for (job_id, attempt), error in chunk for v in (job_id, attempt, error)]
+                await self._call(self._sql.reject(len(chunk)), "fail invalid rows", values, now=now)
                 for key, _ in chunk:
                     self._unwritten_rejections.pop(key, None)
         except StoreUnavailable as e:
@@ -152,62 +180,40 @@ class JobStore(OutcomeWrites, Ledger):
         gone: set[str] = set()
         now = resolve_now(now_ms)
         for chunk in chunks(unique):
-            args: Args = []
+            values: list[object] = []
             for b in chunk:
                 progress = None if b.progress is None else max(0, min(100, int(b.progress)))
-                args += [b.job_id, b.attempt, b.stage, progress]
-            args.append(now)
-            rs, _ = await self._run(self._sql.heartbeat(len(chunk)), args, "heartbeat")
+                values += [b.job_id, b.attempt, b.stage, progress]
+            rs, _ = await self._call(self._sql.heartbeat(len(chunk)), "heartbeat", values, now=now)
             alive = {str(v[0]) for v in rs.rows}
             gone |= {b.job_id for b in chunk} - alive
         return gone
-
-    async def set_k8s_job(self, job_id: str, attempt: int, k8s_job: str) -> WriteResult:
-        return _wr(
-            await self._fenced(
-                self._sql.set_k8s_job,
-                [job_id, attempt, k8s_job],
-                f"record Job {k8s_job!r} for {job_id!r} attempt {attempt}",
-                job_id,
-                lambda row: row.attempt == attempt and row.k8s_job == k8s_job,
-            )
-        )
 
     async def finalize_cancelled(self, job_id: str, *, now_ms: int | None = None) -> WriteResult:
         """After the pod is confirmed gone: clear stage/progress and set finished_at."""
         return _wr(
             await self._fenced(
                 self._sql.finalize_cancelled,
-                [job_id, resolve_now(now_ms)],
                 f"finalize cancelled job {job_id!r}",
-                job_id,
                 lambda row: row.status == "cancelled" and row.finished_at is not None,
+                job_id=job_id,
+                now=resolve_now(now_ms),
             )
         )
 
-    # -- controller: reconcile, reaper, metrics ---------------------------------------------
+    # -- controller: adopting, cancellations, metrics -------------------------------------
 
-    async def processing(self, *, worker_id: str | None = None) -> list[JobRow]:
-        if worker_id is None:
-            rs, _ = await self._run(self._sql.processing_all, [], "list processing rows")
-        else:
-            rs, _ = await self._run(self._sql.processing_by, [worker_id], "list processing rows")
+    async def processing(self, *, worker_id: str) -> list[JobRow]:
+        """The rows `worker_id` runs, oldest heartbeat first."""
+        rs, _ = await self._call(self._sql.processing_by, "list processing rows", me=worker_id)
         return [job_row(v) for v in rs.rows]
 
     async def cancelled_unfinalized(self) -> list[JobRow]:
-        rs, _ = await self._run(self._sql.cancelled_unfinalized, [], "list cancelled rows")
-        return [job_row(v) for v in rs.rows]
-
-    async def stale_processing(
-        self, *, older_than_ms: int, now_ms: int | None = None
-    ) -> list[JobRow]:
-        """Processing rows whose heartbeat (`updated_at`) is older than `older_than_ms`."""
-        cutoff = resolve_now(now_ms) - older_than_ms
-        rs, _ = await self._run(self._sql.stale_processing, [cutoff], "list stale rows")
+        rs, _ = await self._call(self._sql.cancelled_unfinalized, "list cancelled rows")
         return [job_row(v) for v in rs.rows]
 
     async def counts(self) -> QueueCounts:
-        rs, _ = await self._run(self._sql.counts, [], "count rows")
+        rs, _ = await self._call(self._sql.counts, "count rows")
         pending, inflight = rs.rows[0]
         return QueueCounts(pending=int(pending), inflight=int(inflight))
 

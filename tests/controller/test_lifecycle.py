@@ -126,6 +126,29 @@ def test_success_message_completes_with_its_result() -> None:
 
 
 @pytest.mark.parametrize(
+    ("message", "left"),
+    [
+        (None, "no termination message"),
+        ("", "no termination message"),
+        ("done!", "no valid result"),
+        ('{"ok": true, "result": [1, 2]}', "no valid result"),
+        ('["ok"]', "no valid result"),
+    ],
+)
+def test_a_success_without_a_result_fails_the_row_and_names_the_likely_cause(
+    message: str | None, left: str
+) -> None:
+    """A wrong image or command that exits 0 must not complete the row with `{}`."""
+    terminated: dict[str, object] = {"exitCode": 0}
+    if message is not None:
+        terminated["message"] = message
+    decision = run(job(type="Complete"), pod("Succeeded", terminated=terminated))
+    assert isinstance(decision, Fail) and decision.kind == "permanent"
+    assert f"exited 0 but left {left}" in decision.error
+    assert "audiojob-operator image" in decision.error
+
+
+@pytest.mark.parametrize(
     ("exit_code", "kind"), [(75, Retry), (65, Fail), (143, Retry), (137, Retry), (1, Fail)]
 )
 def test_exit_codes(exit_code: int, kind: type) -> None:

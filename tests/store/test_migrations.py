@@ -12,6 +12,7 @@ import pytest
 
 from controller.settings import DbSettings
 from controller.store import SCHEMA_VERSION, JobStore, schema_sql
+from controller.store.schema import ADDED_COLUMNS
 from devcluster.hrana_server import HranaServer
 
 from .conftest import FAST_RETRY
@@ -33,11 +34,24 @@ def path(db: DbSettings, tmp_path: Path, backend: str, request: pytest.FixtureRe
     return db_file(db, tmp_path, None if backend == "file" else request.getfixturevalue("server"))
 
 
+def schema_before(version: int) -> str:
+    """schema.sql as controllers before `version` applied it: without the columns added since."""
+    text = schema_sql()
+    for added in range(version, SCHEMA_VERSION + 1):
+        for _, column, kind in ADDED_COLUMNS.get(added, []):
+            assert f",\n  {column} {kind}\n" in text
+            text = text.replace(f",\n  {column} {kind}\n", "\n")
+    return text
+
+
+SCHEMA_V1 = schema_before(2)
+
+
 def make_pre_meta_database(path: Path) -> None:
     """A database as the store made it before the meta table: user_version 1, rows in all
     three tables."""
     with sqlite3.connect(path) as c:
-        c.executescript(schema_sql())
+        c.executescript(SCHEMA_V1)
         c.execute("DROP TABLE audio_job_meta")
         c.execute("PRAGMA user_version = 1")
         c.execute(
@@ -72,9 +86,66 @@ async def test_database_of_the_previous_store_migrates_without_losing_a_row(
         claim = await store.claim(worker_id="w", limit=5, now_ms=T0)
         assert [j.row.job_id for j in claim.jobs] == ["wait"]
     with sqlite3.connect(path) as c:
-        assert c.execute("SELECT value FROM audio_job_meta").fetchall() == [("1",)]
+        assert c.execute("SELECT value FROM audio_job_meta").fetchall() == [(str(SCHEMA_VERSION),)]
         assert c.execute("SELECT COUNT(*) FROM audio_jobs").fetchone() == (2,)
     assert user_version(path) == 1  # left as the older store wrote it; never read or written
+
+
+def make_v1_database(path: Path) -> None:
+    """A database a version-1 controller ran on: one row it claimed and still runs."""
+    with sqlite3.connect(path) as c:
+        c.executescript(SCHEMA_V1)
+        c.execute("INSERT INTO audio_job_meta VALUES ('schema_version', '1')")
+        c.execute(
+            "INSERT INTO audio_jobs (job_id, type, status, payload, attempt, claimed_by,"
+            " started_at, created_at, updated_at) VALUES ('run', 'save', 'processing', '{}', 1,"
+            f" 'old', {T0}, {T0}, {T0}), ('done', 'ingest', 'complete', '{{}}', 1, 'old', 1, 1, 1)"
+        )
+        c.execute(
+            "INSERT INTO audio_job_workers (worker_id, version, started_at, last_seen)"
+            f" VALUES ('old', '0.1.0', {T0}, {T0})"
+        )
+
+
+def columns(path: Path, table: str) -> list[str]:
+    with sqlite3.connect(path) as c:
+        return [r[1] for r in c.execute(f"PRAGMA table_info({table})")]
+
+
+async def test_a_version_1_database_gets_run_deadlines_and_keeps_every_row(
+    db: DbSettings, path: Path
+) -> None:
+    make_v1_database(path)
+    assert "run_deadline" not in columns(path, "audio_jobs")
+    async with await JobStore.open(db, retry=FAST_RETRY) as store:
+        run, done = await store.get("run"), await store.get("done")
+        # Claimed before the migration: no deadline of its owner's is known.
+        assert run is not None and (run.status, run.claimed_by, run.run_deadline) == (
+            "processing",
+            "old",
+            None,
+        )
+        assert done is not None and done.status == "complete"
+        assert [(w.worker_id, w.longest_run_ms) for w in await store.workers()] == [("old", None)]
+    assert "run_deadline" in columns(path, "audio_jobs")
+    assert "longest_run_ms" in columns(path, "audio_job_workers")
+    with sqlite3.connect(path) as c:
+        assert c.execute("SELECT value FROM audio_job_meta").fetchall() == [("2",)]
+
+
+async def test_migrators_racing_on_a_version_1_database_all_succeed(
+    db: DbSettings, path: Path
+) -> None:
+    """Each adds the same columns; the transaction of the first to commit wins, the others
+    fail on a column that now exists and find the version already recorded."""
+    make_v1_database(path)
+    stores = await asyncio.gather(*(JobStore.open(db, retry=FAST_RETRY) for _ in range(4)))
+    try:
+        assert [(await s.get("run")) is not None for s in stores] == [True] * 4
+    finally:
+        for s in stores:
+            await s.close()
+    assert columns(path, "audio_jobs").count("run_deadline") == 1
 
 
 async def test_an_apps_user_version_is_left_alone(db: DbSettings, path: Path) -> None:

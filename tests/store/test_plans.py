@@ -13,6 +13,7 @@ import pytest
 
 from controller.settings import DbSettings
 from controller.store import JobStore
+from controller.store.params import Stmt
 from controller.store.sql import Sql as _Sql
 
 
@@ -30,8 +31,9 @@ async def conn(tmp_path: Path) -> sqlite3.Connection:
     return c
 
 
-def plan(conn: sqlite3.Connection, sql: str, args: list[object]) -> list[str]:
-    return [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, args)]
+def plan(conn: sqlite3.Connection, stmt: Stmt, rows: list[object] = (), **roles) -> list[str]:
+    args = stmt.args(rows, **roles)
+    return [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + stmt.sql, args)]
 
 
 def assert_indexed(lines: list[str]) -> None:
@@ -49,14 +51,24 @@ SQL = _Sql("audio_jobs")
 
 
 def test_claim_walks_the_pending_index_in_order(conn: sqlite3.Connection) -> None:
-    lines = plan(conn, SQL.claim, ["w", 0, 10])
+    types = ["ingest", 1000, "preview", 2000]
+    lines = plan(
+        conn,
+        SQL.claim(2, after_loss=False),
+        types,
+        me="w",
+        now=0,
+        limit=10,
+        longest_ms=2000,
+        db_clock=None,
+    )
     assert_indexed(lines)
     assert any("COVERING INDEX audio_job_ix_pending" in line for line in lines), lines
     assert any("INTEGER PRIMARY KEY (rowid=?)" in line for line in lines), lines
 
 
 def test_counts_are_index_only(conn: sqlite3.Connection) -> None:
-    lines = plan(conn, SQL.counts, [])
+    lines = plan(conn, SQL.counts)
     assert_indexed(lines)
     covering = [line for line in lines if "USING COVERING INDEX" in line]
     assert {line.split("COVERING INDEX ")[1].split()[0] for line in covering} == {
@@ -67,38 +79,40 @@ def test_counts_are_index_only(conn: sqlite3.Connection) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "args", "index"),
+    ("name", "roles", "index"),
     [
-        ("stale_processing", [0], "audio_job_ix_processing"),
-        ("processing_all", [], "audio_job_ix_processing"),
-        ("processing_by", ["w"], "audio_job_ix_processing"),
-        ("cancelled_unfinalized", [], "audio_job_ix_cancel_open"),
-        ("claim_recover", ["w", 0], "audio_job_ix_processing"),
+        ("processing_by", {"me": "w"}, "audio_job_ix_processing"),
+        ("cancelled_unfinalized", {}, "audio_job_ix_cancel_open"),
+        ("claim_recover", {"me": "w", "now": 0}, "audio_job_ix_processing"),
     ],
 )
 def test_controller_queries_use_partial_indexes(
-    conn: sqlite3.Connection, name: str, args: list[object], index: str
+    conn: sqlite3.Connection, name: str, roles: dict[str, object], index: str
 ) -> None:
-    lines = plan(conn, getattr(SQL, name), args)
+    lines = plan(conn, getattr(SQL, name), **roles)
     assert_indexed(lines)
     assert any(index in line for line in lines), lines
 
 
 @pytest.mark.parametrize(
-    ("sql", "args"),
+    ("stmt", "rows", "roles"),
     [
-        (SQL.heartbeat(2), ["a", 1, None, None, "b", 1, "s", 5, 0]),
-        (SQL.reject(2), ["a", 1, "e", "b", 1, "e", 0]),
-        (SQL.get_many(3), ["a", "b", "c"]),
-        (SQL.complete(2), ["a", 1, "{}", "b", 1, "{}", 0]),
-        (SQL.fail(1), ["a", 1, "e", "permanent", 0]),
-        (SQL.retry_or_fail(2), ["a", 1, "e", "transient", 5, "b", 2, "e", "lost", 5, 0]),
-        (SQL.cancel, ["a", 0]),
+        (SQL.heartbeat(2), ["a", 1, None, None, "b", 1, "s", 5], {"now": 0}),
+        (SQL.reject(2), ["a", 1, "e", "b", 1, "e"], {"now": 0}),
+        (SQL.get_many(3), ["a", "b", "c"], {}),
+        (SQL.complete(2), ["a", 1, "{}", "b", 1, "{}"], {"now": 0}),
+        (SQL.fail(1), ["a", 1, "e", "permanent"], {"now": 0}),
+        (
+            SQL.retry_or_fail(2),
+            ["a", 1, "e", "e!", "transient", 5, "b", 2, "e", "e!", "lost", 5],
+            {"now": 0},
+        ),
+        (SQL.cancel, [], {"job_id": "a", "now": 0}),
     ],
 )
 def test_row_writes_go_by_primary_key(
-    conn: sqlite3.Connection, sql: str, args: list[object]
+    conn: sqlite3.Connection, stmt: Stmt, rows: list[object], roles: dict[str, object]
 ) -> None:
-    lines = plan(conn, sql, args)
+    lines = plan(conn, stmt, rows, **roles)
     assert_indexed(lines)
     assert any("sqlite_autoindex_audio_jobs_1 (job_id=?)" in line for line in lines), lines

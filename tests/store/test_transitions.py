@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from controller.settings import DbSettings
-from controller.store import Beat, JobRow, JobStore, StoreError, schema_sql
+from controller.store import SCHEMA_VERSION, Beat, JobRow, JobStore, StoreError, schema_sql
+from controller.store.batches import Batches, Ended, Started
+from controller.store.ownership import Ownership
 from devcluster.hrana_server import HranaServer
 from runner.payloads import IngestPayload, SavePayload
 
@@ -140,11 +142,19 @@ async def test_heartbeat_writes_all_rows_and_reports_the_gone_ones(store: JobSto
     assert await store.heartbeat([]) == set()
 
 
-async def test_set_k8s_job_complete_and_their_fences(store: JobStore) -> None:
+async def k8s_job(store: JobStore, job_id: str) -> str | None:
+    row = await store.get(job_id)
+    assert row is not None
+    return row.k8s_job
+
+
+async def test_set_k8s_jobs_complete_and_their_fences(store: JobStore) -> None:
     await store.insert(job_id="c", type="ingest", payload=INGEST, now_ms=T0)
     await claim_one(store, "c")
-    assert await store.set_k8s_job("c", 2, "aj-c-x-2") == "stale"
-    assert await store.set_k8s_job("c", 1, "aj-c-x-1") == "applied"
+    await Batches(store).set_k8s_jobs([("c", 2, "aj-c-x-2")])
+    assert await k8s_job(store, "c") is None
+    await Batches(store).set_k8s_jobs([("c", 1, "aj-c-x-1")])
+    assert await k8s_job(store, "c") == "aj-c-x-1"
     assert await store.complete("c", 0, {"n": 1}) == "stale"
     assert await store.complete("c", 1, {"n": 1}, now_ms=T0 + 99) == "applied"
     assert await store.complete("c", 1, {"n": 2}) == "stale"
@@ -157,7 +167,8 @@ async def test_set_k8s_job_complete_and_their_fences(store: JobStore) -> None:
         "aj-c-x-1",
     )
     assert row.result_json() == {"n": 1}
-    assert await store.set_k8s_job("c", 1, "other") == "stale"
+    await Batches(store).set_k8s_jobs([("c", 1, "other")])
+    assert await k8s_job(store, "c") == "aj-c-x-1"
 
 
 @pytest.mark.parametrize("kind", ["transient", "permanent", "timeout", "lost"])
@@ -185,7 +196,7 @@ async def test_fail_rejects_unknown_kind(store: JobStore) -> None:
 async def test_retry_then_retries_used_up(store: JobStore) -> None:
     await store.insert(job_id="r", type="ingest", payload=INGEST, max_retries=1, now_ms=T0)
     await claim_one(store, "r")
-    await store.set_k8s_job("r", 1, "aj-r-1")
+    await Batches(store).set_k8s_jobs([("r", 1, "aj-r-1")])
     assert await store.retry_or_fail("r", 2, error="x", backoff_seconds=1) == "stale"
     out = await store.retry_or_fail("r", 1, error="ECONNRESET", backoff_seconds=30, now_ms=T0 + 100)
     assert out == "requeued"
@@ -255,20 +266,14 @@ async def test_cancel_processing_then_finalize(store: JobStore) -> None:
     assert not await store.cancel("k")
 
 
-async def test_reconcile_and_reaper_queries(store: JobStore) -> None:
+async def test_each_installation_lists_its_own_processing_rows(store: JobStore) -> None:
     for i in range(3):
         await store.insert(job_id=f"q{i}", type="ingest", payload=INGEST, now_ms=T0 + i)
     await store.claim(worker_id="a", limit=2, now_ms=T0 + 10)
     await store.claim(worker_id="b", limit=2, now_ms=T0 + 20)
     await store.heartbeat([Beat("q0", 1)], now_ms=T0 + 70_000)
-    assert [r.job_id for r in await store.processing()] == ["q1", "q2", "q0"]
     assert [r.job_id for r in await store.processing(worker_id="a")] == ["q1", "q0"]
     assert [r.job_id for r in await store.processing(worker_id="b")] == ["q2"]
-    stale = await store.stale_processing(older_than_ms=60_000, now_ms=T0 + 80_000)
-    assert [r.job_id for r in stale] == ["q1", "q2"]
-    assert await store.stale_processing(older_than_ms=60_000, now_ms=T0 + 60_015) == [
-        await store.get("q1")
-    ]
 
 
 async def test_counts(store: JobStore) -> None:
@@ -293,10 +298,13 @@ async def test_get_many(store: JobStore) -> None:
 
 
 async def test_attempts_ledger_and_workers(store: JobStore) -> None:
-    await store.attempt_started("j", 1, pod="pod-1", node=None, started_ms=T0)
-    await store.attempt_started("j", 1, pod=None, node="node-a", started_ms=T0 + 5)
-    await store.attempt_ended("j", 1, exit_code=75, reason="transient", ended_ms=T0 + 9)
-    await store.attempt_ended("j", 2, exit_code=None, reason="pod deleted", ended_ms=T0 + 20)
+    batches = Batches(store)
+    await batches.attempts_started([Started("j", 1, "pod-1", None, T0)])
+    await batches.attempts_started([Started("j", 1, None, "node-a", T0 + 5)])
+    await batches.attempts_ended([Ended("j", 1, 75, "transient", T0 + 9)])
+    await batches.attempts_ended([Ended("j", 2, None, "pod deleted", T0 + 20)])
+    # The first end recorded stays (a takeover's, or the real one): later ones change nothing.
+    await batches.attempts_ended([Ended("j", 1, 0, "complete", T0 + 30)])
     ledger = await store.attempts("j")
     assert [
         (a.attempt, a.pod, a.node, a.started_at, a.ended_at, a.exit_code, a.reason) for a in ledger
@@ -304,9 +312,10 @@ async def test_attempts_ledger_and_workers(store: JobStore) -> None:
         (1, "pod-1", "node-a", T0, T0 + 9, 75, "transient"),
         (2, None, None, None, T0 + 20, None, "pod deleted"),
     ]
-    await store.register_worker("ctl-1", "0.1.0", now_ms=T0)
-    await store.worker_heartbeat("ctl-1", 3, now_ms=T0 + 30)
-    await store.worker_heartbeat("ctl-2", 1, now_ms=T0 + 31)
+    own = Ownership(store)
+    await own.beat("ctl-1", "0.1.0", 0, longest_ms=9, start=True, now=T0)
+    await own.beat("ctl-1", "0.1.0", 3, longest_ms=9, now=T0 + 30)
+    await own.beat("ctl-2", "0.1.0", 1, longest_ms=9, start=True, now=T0 + 31)
     workers = {w.worker_id: w for w in await store.workers()}
     assert (workers["ctl-1"].version, workers["ctl-1"].started_at, workers["ctl-1"].last_seen) == (
         "0.1.0",
@@ -314,9 +323,10 @@ async def test_attempts_ledger_and_workers(store: JobStore) -> None:
         T0 + 30,
     )
     assert workers["ctl-1"].active == 3
-    await store.register_worker("ctl-1", "0.2.0", now_ms=T0 + 40)
+    await own.beat("ctl-1", "0.2.0", 0, longest_ms=12, start=True, now=T0 + 40)
     workers = {w.worker_id: w for w in await store.workers()}
     assert (workers["ctl-1"].version, workers["ctl-1"].active) == ("0.2.0", 0)
+    assert (workers["ctl-1"].started_at, workers["ctl-1"].longest_run_ms) == (T0 + 40, 12)
 
 
 async def test_reopen_migrates_once_and_custom_table(db: DbSettings) -> None:
@@ -330,7 +340,7 @@ async def test_reopen_migrates_once_and_custom_table(db: DbSettings) -> None:
         )
         names = [r[0] for r in rs.rows]
         rs, _ = await s2._run("SELECT key, value FROM render_job_meta", [], "t")
-        assert rs.rows == [("schema_version", "1")]
+        assert rs.rows == [("schema_version", str(SCHEMA_VERSION))]
     assert names == [
         "render_job_attempts",
         "render_job_ix_cancel_open",
