@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -158,4 +159,74 @@ def test_a_dead_installations_rows_are_taken_over_after_their_run_deadline(
     taken = [r for r in ledger if r[1] == 1]
     assert len(taken) == 3 and all("taken over" in (r[2] or "") for r in taken), ledger
     completions = [e for e in other.logs() if e.get("message", "").startswith("recorded complete")]
+    assert Counter(e["job_id"] for e in completions) == Counter(list(first)), completions
+
+
+def live_pods(core_v1, namespace: str) -> set[str]:
+    """Job ids with a pod that may still run: not yet Succeeded or Failed (terminating too)."""
+    return {
+        p.metadata.annotations["audiojob.dev/job-id"]
+        for p in core_v1.list_namespaced_pod(namespace).items
+        if p.status.phase not in ("Succeeded", "Failed")
+    }
+
+
+def test_a_taker_with_shorter_timeouts_waits_for_the_owners_pods(
+    *, controller, controllers, more_namespaces, rows, core_v1, batch_v1
+):
+    """Issue 17: installation A (ingest timeout 20 s) dies with three pods running; B's own
+    ingest timeout is 1 s, as while a config change rolls out. B went by its own clock and
+    started attempt 2 while A's pods still ran. A row's run deadline is now its owner's."""
+    shared = {
+        "AUDIOJOB_TIMEOUTS__PENDING_SECONDS": "2",
+        "AUDIOJOB_OWNERSHIP__OWNER_LEASE_SECONDS": "2",
+        "AUDIOJOB_OWNERSHIP__TAKEOVER_MARGIN_SECONDS": "1",
+        "AUDIOJOB_OWNERSHIP__TAKEOVER_INTERVAL_SECONDS": "0.2",
+        "AUDIOJOB_CLAIM__WORKER_HEARTBEAT_SECONDS": "0.5",
+    }
+    for i in range(3):
+        rows.insert(f"t-{i}")
+    controller.start(
+        AUDIOJOB_RUNNER__POD_ANNOTATIONS=pod_annotations(outcome="hang"),
+        AUDIOJOB_TIMEOUTS__INGEST_SECONDS="20",
+        **shared,
+    )
+    wait_for(
+        lambda: live_pods(core_v1, controller.namespace) == {f"t-{i}" for i in range(3)},
+        timeout=60,
+        message="A's three pods",
+    )
+    first = {f"t-{i}": rows.get(f"t-{i}") for i in range(3)}
+    controller.stop(signal.SIGKILL)
+    taker = controllers(more_namespaces(), "taker")
+    taker.start(
+        AUDIOJOB_RUNNER__POD_ANNOTATIONS=pod_annotations(duration="1s"),
+        AUDIOJOB_TIMEOUTS__INGEST_SECONDS="1",
+        **shared,
+    )
+    # Watch both namespaces until every row is done: B may create a Job for a row only once no
+    # pod of A's for that row can still run.
+    overlaps: list[tuple[str, float]] = []
+    seen_while_a_ran: set[str] = set()
+
+    def done() -> bool:
+        a_live = live_pods(core_v1, controller.namespace)
+        seen_while_a_ran.update(a_live)
+        b_jobs = {
+            j.metadata.annotations["audiojob.dev/job-id"]
+            for j in batch_v1.list_namespaced_job(taker.namespace).items
+        }
+        overlaps.extend((jid, time.monotonic()) for jid in b_jobs & a_live)
+        return all(rows.get(jid).status == "complete" for jid in first)
+
+    wait_for(done, timeout=180, interval=0.2, message="every row done by the taker")
+    assert seen_while_a_ran == set(first)  # A's pods did run on after A died
+    assert overlaps == [], f"B ran rows while A's pods still ran: {overlaps}"
+    for job_id, before in first.items():
+        row = rows.get(job_id)
+        assert row.attempt == 2 and row.claimed_by == f"audiojob-operator.{taker.namespace}"
+        # A's deadline: its own pending 2 + run 20 + cancel grace 2 (conftest) + margin 1.
+        assert row.started_at - before.started_at >= (2 + 20 + 2 + 1) * 1000 - 1_000, row
+    assert set(jobs_per_attempt(batch_v1, taker.namespace).values()) == {1}
+    completions = [e for e in taker.logs() if e.get("message", "").startswith("recorded complete")]
     assert Counter(e["job_id"] for e in completions) == Counter(list(first)), completions
