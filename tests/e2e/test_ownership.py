@@ -175,7 +175,7 @@ def test_a_taker_with_shorter_timeouts_waits_for_the_owners_pods(
     *, controller, controllers, more_namespaces, rows, core_v1, batch_v1
 ):
     """Issue 17: installation A (ingest timeout 20 s) dies with three pods running; B's own
-    ingest timeout is 1 s, as while a config change rolls out. B went by its own clock and
+    ingest timeout is 3 s, as while a config change rolls out. B went by its own clock and
     started attempt 2 while A's pods still ran. A row's run deadline is now its owner's."""
     shared = {
         "AUDIOJOB_TIMEOUTS__PENDING_SECONDS": "2",
@@ -200,8 +200,8 @@ def test_a_taker_with_shorter_timeouts_waits_for_the_owners_pods(
     controller.stop(signal.SIGKILL)
     taker = controllers(more_namespaces(), "taker")
     taker.start(
-        AUDIOJOB_RUNNER__POD_ANNOTATIONS=pod_annotations(duration="1s"),
-        AUDIOJOB_TIMEOUTS__INGEST_SECONDS="1",
+        AUDIOJOB_RUNNER__POD_ANNOTATIONS=pod_annotations(duration="500ms"),
+        AUDIOJOB_TIMEOUTS__INGEST_SECONDS="3",
         **shared,
     )
     # Watch both namespaces until every row is done: B may create a Job for a row only once no
