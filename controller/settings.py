@@ -218,10 +218,18 @@ class OwnershipSettings(BaseModel):
         return self
 
 
+DEFAULT_COUNT_CAP = 1_000
+
+
 class MetricsSettings(BaseModel):
     port: int = Field(8080, ge=0, le=65535)
     """Port for /metrics, /healthz and /readyz (0 = pick a free port, for tests)."""
     host: str = "0.0.0.0"  # noqa: S104  # a pod's probes and Prometheus reach it from outside
+    queue_count_cap: int = Field(DEFAULT_COUNT_CAP, gt=0)
+    """The queue gauges (queue-metrics' `/queue` for KEDA, `audiojob_queue_*`) count pending and
+    in-flight rows up to this many each, then stay there: hosted Turso bills every row a count
+    reads, and it runs on every KEDA poll and scrape. KEDA only needs "is there work"; a gauge
+    at the cap means "at least this many"."""
 
 
 class Settings(BaseSettings):

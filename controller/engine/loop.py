@@ -353,7 +353,7 @@ class Engine:
 
     # -- queue depth for metrics ------------------------------------------------------------
     async def count_queue(self) -> None:
-        counts = await self.store.counts()
+        counts = await self.store.counts(cap=self.settings.metrics.queue_count_cap)
         m.QUEUE.labels(state="pending").set(counts.pending)
         m.QUEUE.labels(state="inflight").set(counts.inflight)
 

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.store.sqlite_counters import StatementCounters, open_counters, rows_read
+
 from .faults import STMT_ACTIONS, STMT_ERRORS, Faults
 from .sqlite_meta import MetaReader, PrepareError, StmtMeta, is_blank, is_syntax_error
 
@@ -69,6 +71,12 @@ class Stream:
 
     db: sqlite3.Connection | None
     sqls: dict[int, str] = field(default_factory=dict)
+    counters: StatementCounters | None = None
+    """SQLite's statement counters of `db`, for `rows_read` as sqld reports it."""
+
+    def __post_init__(self) -> None:
+        if self.db is not None:
+            self.counters = open_counters(self.db)
 
 
 @dataclass
@@ -175,7 +183,13 @@ def _params(stmt: dict[str, Any]) -> list[Any] | dict[str, Any]:
     return [decode_value(v) for v in args]
 
 
-def execute_stmt(db: sqlite3.Connection, stmt: dict[str, Any], sql: str, ctx: Context) -> Any:
+def execute_stmt(
+    db: sqlite3.Connection,
+    stmt: dict[str, Any],
+    sql: str,
+    ctx: Context,
+    counters: StatementCounters | None = None,
+) -> Any:
     meta = check_parses(sql, ctx.meta)
     params = _params(stmt)
     started = time.perf_counter()
@@ -184,6 +198,8 @@ def execute_stmt(db: sqlite3.Connection, stmt: dict[str, Any], sql: str, ctx: Co
         cur = db.execute(sql, params)
         rows = cur.fetchall()
     except sqlite3.Error as e:
+        if counters is not None:
+            counters.steps(sql)  # start the next run's count at 0
         raise sqlite_error(e, sql) from None
     if _SCHEMA_WORDS.match(sql):
         ctx.meta.schema_changed()
@@ -199,6 +215,11 @@ def execute_stmt(db: sqlite3.Connection, stmt: dict[str, Any], sql: str, ctx: Co
         ]
     want_rows = stmt.get("want_rows")
     changed = max(cur.rowcount, 0)
+    # sqld reports libSQL's own counter (LIBSQL_STMTSTATUS_ROWS_READ, what Turso bills); the
+    # system SQLite has none, so this is the same figure as far as SQLite's statement counters
+    # show it (controller/store/sqlite_counters.py: how, and how close). Rows written: sqld
+    # also counts each index entry written; this reports the rows changed.
+    steps = counters.steps(sql) if counters is not None else 0
     return {
         "cols": [
             {"name": n, "decltype": decltypes[i] if decltypes else None}
@@ -208,7 +229,7 @@ def execute_stmt(db: sqlite3.Connection, stmt: dict[str, Any], sql: str, ctx: Co
         "affected_row_count": changed,
         "last_insert_rowid": None if cur.lastrowid is None else str(cur.lastrowid),
         "replication_index": None,
-        "rows_read": len(rows),
+        "rows_read": rows_read(steps, len(rows), changed),
         "rows_written": changed,
         "query_duration_ms": (time.perf_counter() - started) * 1000,
     }
@@ -264,7 +285,7 @@ def execute_batch(
         result = error = None
         if step.get("condition") is None or _cond(step["condition"], db, out):
             try:
-                result = execute_stmt(db, step["stmt"], sql, ctx)
+                result = execute_stmt(db, step["stmt"], sql, ctx, stream.counters)
             except HranaError as e:
                 error = e.proto
         out["step_results"].append(result)
@@ -283,7 +304,9 @@ def split_statements(sql: str) -> list[str]:
     return [s for s in out if not is_blank(s)]
 
 
-def execute_sequence(db: sqlite3.Connection, sql: str, ctx: Context) -> None:
+def execute_sequence(
+    db: sqlite3.Connection, sql: str, ctx: Context, counters: StatementCounters | None = None
+) -> None:
     stmts = split_statements(sql)
     for s in stmts:
         prepared = ctx.meta.prepare(s)
@@ -292,7 +315,7 @@ def execute_sequence(db: sqlite3.Connection, sql: str, ctx: Context) -> None:
                 f"SQL string could not be parsed: {prepared.message}", "SQL_PARSE_ERROR"
             )
     for s in stmts:
-        execute_stmt(db, {"want_rows": False}, s, ctx)
+        execute_stmt(db, {"want_rows": False}, s, ctx, counters)
 
 
 def describe(sql: str, ctx: Context) -> Any:
@@ -376,8 +399,10 @@ def _respond(stream: Stream, req: dict[str, Any], ctx: Context) -> dict[str, Any
     if kind == "execute":
         stmt = req["stmt"]
         sql = resolve_sql(stmt.get("sql"), stmt.get("sql_id"), stream.sqls)
-        return {"result": execute_stmt(db, stmt, sql, ctx)}
+        return {"result": execute_stmt(db, stmt, sql, ctx, stream.counters)}
     if kind == "batch":
         return {"result": execute_batch(stream, db, req["batch"], ctx)}
-    execute_sequence(db, resolve_sql(req.get("sql"), req.get("sql_id"), stream.sqls), ctx)
+    execute_sequence(
+        db, resolve_sql(req.get("sql"), req.get("sql_id"), stream.sqls), ctx, stream.counters
+    )
     return {}
