@@ -18,7 +18,7 @@ from controller.store.backend import Args, ResultSet
 
 log = logging.getLogger("audiojob.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _NAMES = re.compile(r"\baudio_job(s\b|_)")
 
@@ -47,7 +47,9 @@ def split_statements(script: str) -> list[str]:
 
 def migrations(table: str) -> list[list[str]]:
     """Idempotent statements that take the schema from version i to i + 1, at index i."""
-    return [split_statements(rename(schema_sql(), table))]
+    whole = split_statements(rename(schema_sql(), table))
+    # 2: the retention index. The file is idempotent, so applying it again adds just that.
+    return [whole, whole]
 
 
 _READ_VERSION = "SELECT value FROM audio_job_meta WHERE key = 'schema_version'"

@@ -24,8 +24,9 @@ module is linked to, found through that module itself so it is the same copy):
   never sends one.
 
 The connection's `sqlite3 *` is the first field after the object header of CPython's
-`pysqlite_Connection` (3.11 to 3.13; 3.11 added the limit calls the check uses). Anywhere else, or if the handle does not answer as the
-connection does, `open_counters` returns None and rows read are not reported.
+`pysqlite_Connection` (3.11 to 3.13; 3.11 added the limit calls the check uses). Anywhere
+else, or if the handle does not answer as the connection does, `open_counters` returns None and
+rows read are not reported.
 """
 
 from __future__ import annotations

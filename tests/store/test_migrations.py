@@ -72,7 +72,7 @@ async def test_database_of_the_previous_store_migrates_without_losing_a_row(
         claim = await store.claim(worker_id="w", limit=5, now_ms=T0)
         assert [j.row.job_id for j in claim.jobs] == ["wait"]
     with sqlite3.connect(path) as c:
-        assert c.execute("SELECT value FROM audio_job_meta").fetchall() == [("1",)]
+        assert c.execute("SELECT value FROM audio_job_meta").fetchall() == [(str(SCHEMA_VERSION),)]
         assert c.execute("SELECT COUNT(*) FROM audio_jobs").fetchone() == (2,)
     assert user_version(path) == 1  # left as the older store wrote it; never read or written
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from controller.settings import DbSettings
-from controller.store import Beat, JobRow, JobStore, StoreError, schema_sql
+from controller.store import SCHEMA_VERSION, Beat, JobRow, JobStore, StoreError, schema_sql
 from devcluster.hrana_server import HranaServer
 from runner.payloads import IngestPayload, SavePayload
 
@@ -330,10 +330,11 @@ async def test_reopen_migrates_once_and_custom_table(db: DbSettings) -> None:
         )
         names = [r[0] for r in rs.rows]
         rs, _ = await s2._run("SELECT key, value FROM render_job_meta", [], "t")
-        assert rs.rows == [("schema_version", "1")]
+        assert rs.rows == [("schema_version", str(SCHEMA_VERSION))]
     assert names == [
         "render_job_attempts",
         "render_job_ix_cancel_open",
+        "render_job_ix_finished",
         "render_job_ix_pending",
         "render_job_ix_processing",
         "render_job_meta",
