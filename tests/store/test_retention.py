@@ -15,6 +15,8 @@ from controller.settings import DbSettings, RetentionSettings, SettingsError, lo
 from controller.store import JobStore, now_ms
 from devcluster.hrana_server import HranaServer
 
+from .conftest import write_rows
+
 T0 = 1_700_000_000_000
 NOW = T0 + 30 * DAY_MS
 INGEST = {"url": "https://example.com/a"}
@@ -75,30 +77,31 @@ async def test_rows_past_retention_go_with_their_ledger_and_the_rest_stay(
 def fill_old(path: Path, n: int, now: int) -> None:
     """`n` rows finished a year ago and `n` finished yesterday, each with one ledger row, and
     20,000 pending rows."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("BEGIN")
-        conn.executemany(
-            "INSERT INTO audio_jobs (job_id, type, status, payload, attempt, created_at,"
-            " updated_at, finished_at) VALUES (?, 'ingest', 'complete', '{}', 1, ?, ?, ?)",
+    finished = (
+        "INSERT INTO audio_jobs (job_id, type, status, payload, attempt, created_at,"
+        " updated_at, finished_at) VALUES (?, 'ingest', 'complete', '{}', 1, ?, ?, ?)"
+    )
+    ledger = "INSERT INTO audio_job_attempts (job_id, attempt, ended_at) VALUES (?, 1, ?)"
+    pending = (
+        "INSERT INTO audio_jobs (job_id, type, status, payload, created_at, updated_at)"
+        " VALUES (?, 'ingest', 'pending', '{\"url\": \"https://example.com/a\"}', ?, ?)"
+    )
+    ages = (("h", 365), ("y", 1))
+    write_rows(
+        path,
+        [
             (
-                (f"{age}{i}", now - 400 * DAY_MS, now, now - days * DAY_MS + i)
-                for age, days in (("h", 365), ("y", 1))
-                for i in range(n)
+                finished,
+                (
+                    (f"{age}{i}", now - 400 * DAY_MS, now, now - days * DAY_MS + i)
+                    for age, days in ages
+                    for i in range(n)
+                ),
             ),
-        )
-        conn.executemany(
-            "INSERT INTO audio_job_attempts (job_id, attempt, ended_at) VALUES (?, 1, ?)",
-            ((f"{age}{i}", T0) for age in "hy" for i in range(n)),
-        )
-        conn.executemany(
-            "INSERT INTO audio_jobs (job_id, type, status, payload, created_at, updated_at)"
-            " VALUES (?, 'ingest', 'pending', ?, ?, ?)",
-            ((f"p{i}", '{"url": "https://example.com/a"}', T0 + i, T0) for i in range(20_000)),
-        )
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
+            (ledger, ((f"{age}{i}", now) for age, _ in ages for i in range(n))),
+            (pending, ((f"p{i}", T0 + i, T0) for i in range(20_000))),
+        ],
+    )
 
 
 def count(path: Path, sql: str) -> int:

@@ -7,7 +7,6 @@ the wire from the test server's `rows_read` (the same counters, as sqld reports 
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
@@ -18,6 +17,8 @@ from controller.settings import DbSettings
 from controller.store import Beat, JobStore
 from controller.store.outcome_writes import Completion, Failure, Requeue
 from controller.store.ownership import Ownership
+
+from .conftest import write_rows
 
 T = TypeVar("T")
 T0 = 1_700_000_000_000
@@ -40,28 +41,29 @@ def db_path(db: DbSettings, tmp_path: Path) -> Path:
 
 
 def fill(path: Path) -> None:
-    """The backlog and the history, written directly: building them through the store would
-    take minutes and is not what is measured."""
+    """The backlog and the history."""
     finished = ("complete", "failed", "cancelled")
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("BEGIN")
-        conn.executemany(
-            "INSERT INTO audio_jobs (job_id, type, status, payload, created_at, updated_at)"
-            " VALUES (?, 'ingest', 'pending', ?, ?, ?)",
-            ((f"p{i}", INGEST, T0 + i, T0 + i) for i in range(PENDING)),
-        )
-        conn.executemany(
-            "INSERT INTO audio_jobs (job_id, type, status, payload, attempt, created_at,"
-            " updated_at, started_at, finished_at) VALUES (?, 'ingest', ?, ?, 1, ?, ?, ?, ?)",
+    pending = (
+        "INSERT INTO audio_jobs (job_id, type, status, payload, created_at, updated_at)"
+        " VALUES (?, 'ingest', 'pending', ?, ?, ?)"
+    )
+    history = (
+        "INSERT INTO audio_jobs (job_id, type, status, payload, attempt, created_at,"
+        " updated_at, started_at, finished_at) VALUES (?, 'ingest', ?, ?, 1, ?, ?, ?, ?)"
+    )
+    write_rows(
+        path,
+        [
+            (pending, ((f"p{i}", INGEST, T0 + i, T0 + i) for i in range(PENDING))),
             (
-                (f"f{i}", finished[i % 3], INGEST, T0 - 10**9 + i, T0, T0 - 10**8, T0 - 10**7 + i)
-                for i in range(FINISHED)
+                history,
+                (
+                    (f"f{i}", finished[i % 3], INGEST, T0 - 10**9 + i, T0, T0 - 10**8, T0 - 10**7)
+                    for i in range(FINISHED)
+                ),
             ),
-        )
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
+        ],
+    )
 
 
 async def read_by(store: JobStore, kind: str, call: Awaitable[T]) -> tuple[int, T]:
