@@ -12,11 +12,15 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from prometheus_client import REGISTRY
 
 from controller.settings import DbSettings
 from controller.store import Beat, JobStore
+from controller.store.batches import Batches, Ended, Started
 from controller.store.outcome_writes import Completion, Failure, Requeue
 from controller.store.ownership import Ownership
+from controller.store.retention import Retention
+from devcluster.hrana_server import HranaServer
 
 from .conftest import write_rows
 
@@ -138,3 +142,61 @@ async def test_the_takeover_check_reads_rows_bounded_by_open_rows(big: JobStore)
             assert read <= bound(BATCH) and len(found) == BATCH
     finally:
         await store.close()
+
+
+async def every_call(store: JobStore) -> None:
+    """One of each of the store's calls, on a clock pinned for both backends alike."""
+    own, batches, retention = Ownership(store), Batches(store), Retention(store)
+    for i in range(6):
+        await store.insert(job_id=f"k{i}", type="ingest", payload=INGEST, now_ms=T0 + i)
+    await store.cancel("k5", now_ms=T0 + 6)
+    (a, b, c, d, e) = (await store.claim(worker_id="me", limit=5, now_ms=T0 + 10)).jobs
+    await store.set_k8s_job(a.row.job_id, 1, "aj-a")
+    await batches.set_k8s_jobs([(b.row.job_id, 1, "aj-b")])
+    await store.attempt_started(a.row.job_id, 1, pod="p", node="n", started_ms=T0 + 11)
+    await batches.attempts_started([Started(b.row.job_id, 1, "p", "n", T0 + 11)])
+    await batches.attempts_ended([Ended(b.row.job_id, 1, 0, None, T0 + 12)])
+    await store.attempt_ended(a.row.job_id, 1, exit_code=0, reason=None, ended_ms=T0 + 12)
+    await store.heartbeat([Beat(c.row.job_id, 1, "x", 5)], now_ms=T0 + 13)
+    await store.complete(a.row.job_id, 1, {}, now_ms=T0 + 14)
+    await store.fail(b.row.job_id, 1, error="bad", kind="permanent", now_ms=T0 + 14)
+    await store.retry_or_fail(c.row.job_id, 1, error="x", backoff_seconds=0, now_ms=T0 + 14)
+    await store.cancel(d.row.job_id, now_ms=T0 + 15)
+    await store.finalize_cancelled(d.row.job_id, now_ms=T0 + 16)
+    await store.processing()
+    await store.processing(worker_id="me")
+    await store.cancelled_unfinalized()
+    await store.stale_processing(older_than_ms=1, now_ms=T0 + 17)
+    await store.counts()
+    await store.get(a.row.job_id)
+    await store.get_many([a.row.job_id, b.row.job_id])
+    await store.attempts(a.row.job_id)
+    await store.register_worker("me", "0.1.0", now_ms=T0)
+    await store.worker_heartbeat("me", 1, now_ms=T0 + 1)
+    await store.workers()
+    await own.beat("other", "0.1.0", 1, start=True, now=T0)
+    kw = {"me": "me", "lease_ms": LEASE, "deadlines_ms": DEADLINES}
+    late = T0 + 10**7
+    orphans = await own.dead_rows(**kw, limit=5, gated=False, now=late)
+    await own.take_over(e.row, **kw, at_once=True, now=late)
+    assert orphans == []  # "me" is taking nothing from itself; the check ran all the same
+    await retention.prune(finished_before_ms=T0 + 15, limit=10)
+
+
+async def test_both_backends_report_the_same_rows_under_a_kind_for_every_call(
+    tmp_path: Path, server: HranaServer
+) -> None:
+    seen = []
+    for url in (f"file:{tmp_path / 'local.db'}", server.url()):
+        store = await JobStore.open(DbSettings(url=url))
+        try:
+            metric = REGISTRY.get_sample_value("audiojob_db_rows_read_total", {"kind": "claim"})
+            await every_call(store)
+            after = REGISTRY.get_sample_value("audiojob_db_rows_read_total", {"kind": "claim"})
+            assert (after or 0) - (metric or 0) == store.rows_read["claim"] > 0
+            seen.append({k: v for k, v in store.rows_read.items() if k != "migrate"})
+            kinds = set(store.rows_read) | set(store.rows_written)
+            assert "other" not in kinds, kinds  # every call of the store has its kind
+        finally:
+            await store.close()
+    assert seen[0] == seen[1]
