@@ -1,8 +1,8 @@
 """The leader's pruning of finished rows past retention (settings.retention), beside the cycle.
 
-The cycle only pokes it (`due` rows are looked for every `interval_seconds`); the deleting runs
-as a task of its own, one small batch per statement, so a cycle never waits for it and claims
-are never held up by more than one batch's write. A run that meets a database outage is given
+The cycle only pokes it, and a poke starts a run at most every `interval_seconds`; the deleting
+runs as a task of its own, one small batch per transaction, so a cycle never waits for it and
+claims are never held up by more than one batch's write. A run that meets a database outage is given
 up and tried again at the next interval; losing the lead or stopping cancels it between
 batches (each batch is one transaction: it went or it did not).
 """
