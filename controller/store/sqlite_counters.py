@@ -17,9 +17,11 @@ module is linked to, found through that module itself so it is the same copy):
   the official Python images' builds) the call returns that slot as it does the others.
 - The positionings are not counted by stock SQLite. In the store's statements each one
   starts a scan or fetches one row by key, about one per row returned or changed, so
-  `rows_read = steps + max(rows returned, rows changed)`. It
-  stays within about 2x of libSQL's figure on those statements and, like it, grows with every
-  row a statement scans, which is what the tests and the bench compare.
+  `rows_read = steps + max(rows returned, rows changed)`. By the opcodes each statement runs,
+  that is within about 2x of libSQL's figure on the store's statements (an estimate: no sqld
+  runs here to compare with) and, like it, grows with every row a statement scans, which is
+  what the tests and the bench compare. The uncapped queue count of a 50,000-row backlog gives
+  50,000 here, as it did on a real sqld.
 - A bare `SELECT COUNT(*) FROM t` (libSQL adds the table's entries) reads as 0 here; the store
   never sends one.
 
