@@ -92,7 +92,7 @@ class StatementCounters:
 
 def open_counters(conn: sqlite3.Connection) -> StatementCounters | None:
     """Counters for `conn`, or None where they cannot be read safely (see the module doc)."""
-    if _LIB is None or type(conn) is not sqlite3.Connection:
+    if _LIB is None or not isinstance(conn, sqlite3.Connection):
         return None
     db = ctypes.c_void_p.from_address(id(conn) + object.__basicsize__).value
     if not db:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.store.sqlite_counters import StatementCounters, open_counters, rows_read
+from controller.store.sqlite_counters import open_counters, rows_read
 
 from .faults import STMT_ACTIONS, STMT_ERRORS, Faults
 from .sqlite_meta import MetaReader, PrepareError, StmtMeta, is_blank, is_syntax_error
@@ -65,18 +65,20 @@ class Stats:
     statements: int = 0
 
 
+class CountedConnection(sqlite3.Connection):
+    """A connection that carries its statement counters, for `rows_read` as sqld reports it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.counters = open_counters(self)
+
+
 @dataclass
 class Stream:
     """One sqld stream: a connection (None once closed) and its stored SQL texts."""
 
     db: sqlite3.Connection | None
     sqls: dict[int, str] = field(default_factory=dict)
-    counters: StatementCounters | None = None
-    """SQLite's statement counters of `db`, for `rows_read` as sqld reports it."""
-
-    def __post_init__(self) -> None:
-        if self.db is not None:
-            self.counters = open_counters(self.db)
 
 
 @dataclass
@@ -183,15 +185,10 @@ def _params(stmt: dict[str, Any]) -> list[Any] | dict[str, Any]:
     return [decode_value(v) for v in args]
 
 
-def execute_stmt(
-    db: sqlite3.Connection,
-    stmt: dict[str, Any],
-    sql: str,
-    ctx: Context,
-    counters: StatementCounters | None = None,
-) -> Any:
+def execute_stmt(db: sqlite3.Connection, stmt: dict[str, Any], sql: str, ctx: Context) -> Any:
     meta = check_parses(sql, ctx.meta)
     params = _params(stmt)
+    counters = getattr(db, "counters", None)
     started = time.perf_counter()
     ctx.stats.statements += 1
     try:
@@ -215,10 +212,8 @@ def execute_stmt(
         ]
     want_rows = stmt.get("want_rows")
     changed = max(cur.rowcount, 0)
-    # sqld reports libSQL's own counter (LIBSQL_STMTSTATUS_ROWS_READ, what Turso bills); the
-    # system SQLite has none, so this is the same figure as far as SQLite's statement counters
-    # show it (controller/store/sqlite_counters.py: how, and how close). Rows written: sqld
-    # also counts each index entry written; this reports the rows changed.
+    # sqld sends libSQL's own counts; these are SQLite's (controller/store/sqlite_counters.py:
+    # how, and how close). Rows written are the rows changed (sqld adds index entries).
     steps = counters.steps(sql) if counters is not None else 0
     return {
         "cols": [
@@ -285,7 +280,7 @@ def execute_batch(
         result = error = None
         if step.get("condition") is None or _cond(step["condition"], db, out):
             try:
-                result = execute_stmt(db, step["stmt"], sql, ctx, stream.counters)
+                result = execute_stmt(db, step["stmt"], sql, ctx)
             except HranaError as e:
                 error = e.proto
         out["step_results"].append(result)
@@ -304,9 +299,7 @@ def split_statements(sql: str) -> list[str]:
     return [s for s in out if not is_blank(s)]
 
 
-def execute_sequence(
-    db: sqlite3.Connection, sql: str, ctx: Context, counters: StatementCounters | None = None
-) -> None:
+def execute_sequence(db: sqlite3.Connection, sql: str, ctx: Context) -> None:
     stmts = split_statements(sql)
     for s in stmts:
         prepared = ctx.meta.prepare(s)
@@ -315,7 +308,7 @@ def execute_sequence(
                 f"SQL string could not be parsed: {prepared.message}", "SQL_PARSE_ERROR"
             )
     for s in stmts:
-        execute_stmt(db, {"want_rows": False}, s, ctx, counters)
+        execute_stmt(db, {"want_rows": False}, s, ctx)
 
 
 def describe(sql: str, ctx: Context) -> Any:
@@ -399,10 +392,8 @@ def _respond(stream: Stream, req: dict[str, Any], ctx: Context) -> dict[str, Any
     if kind == "execute":
         stmt = req["stmt"]
         sql = resolve_sql(stmt.get("sql"), stmt.get("sql_id"), stream.sqls)
-        return {"result": execute_stmt(db, stmt, sql, ctx, stream.counters)}
+        return {"result": execute_stmt(db, stmt, sql, ctx)}
     if kind == "batch":
         return {"result": execute_batch(stream, db, req["batch"], ctx)}
-    execute_sequence(
-        db, resolve_sql(req.get("sql"), req.get("sql_id"), stream.sqls), ctx, stream.counters
-    )
+    execute_sequence(db, resolve_sql(req.get("sql"), req.get("sql_id"), stream.sqls), ctx)
     return {}
