@@ -30,8 +30,6 @@ class Pruner:
         self._last_start = float("-inf")
         self.batches = 0
         """Batches deleted since start (tests watch it)."""
-        self.pruned = 0
-        """Job rows deleted since start."""
 
     @property
     def enabled(self) -> bool:
@@ -64,7 +62,6 @@ class Pruner:
             while True:
                 gone = await self._retention.prune(finished_before_ms=cutoff, limit=limit)
                 total += gone
-                self.pruned += gone
                 self.batches += 1
                 if gone < limit:
                     break
