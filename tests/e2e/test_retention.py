@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import urllib.request
 
 import pytest
 
@@ -53,4 +54,12 @@ def test_the_leader_prunes_old_finished_rows_while_it_claims(controller, rows):
     assert left("SELECT COUNT(*) FROM audio_job_attempts WHERE job_id = 'yesterday'") == 1
     assert rows.get("yesterday").status == "complete"
     assert any("deleted 1000 finished rows" in e.get("message", "") for e in controller.logs())
+    with urllib.request.urlopen(f"http://127.0.0.1:{controller.port}/metrics", timeout=5) as r:
+        metrics = r.read().decode()
+    billed = {
+        line.split('kind="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("audiojob_db_rows_read_total{")
+    }
+    assert billed["retention"] > 0 and billed["claim"] > 0, billed
     assert controller.stop() == 0
