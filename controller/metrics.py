@@ -32,3 +32,17 @@ API_REQUESTS = Counter(
     "Kubernetes API requests the controller sent (one per watch request, verb watch)",
     ["verb"],
 )
+
+# -- Database rows as Turso bills them (rows_read/rows_written of every statement's result) ----
+# Labelled by statement kind, a short fixed set (controller/store/calls.py `statement_kind`),
+# never by job: a label per job would grow without bound.
+DB_ROWS_READ = Counter(
+    "audiojob_db_rows_read_total",
+    "Rows the database reported reading, by statement kind (what hosted Turso bills)",
+    ["kind"],
+)
+DB_ROWS_WRITTEN = Counter(
+    "audiojob_db_rows_written_total",
+    "Rows the database reported writing, by statement kind",
+    ["kind"],
+)

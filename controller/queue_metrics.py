@@ -7,9 +7,13 @@
 - `GET /metrics`: Prometheus gauges `audiojob_queue_pending` and `audiojob_queue_inflight`;
 - `GET /healthz`: 200 while the process serves (it does not touch the database).
 
-Counts come from the index-only `JobStore.counts()` and are cached for `CACHE_SECONDS`, so a
-scaler polling every few seconds costs at most one query per window. A database error answers
-503 with a JSON `error` sentence; KEDA then counts a failure and applies its `fallback`.
+Counts come from `JobStore.counts()`, which reads at most about twice
+`AUDIOJOB_METRICS__QUEUE_COUNT_CAP` index entries whatever the backlog (each figure stops at the
+cap: at the cap it means "at least this many"), and are cached for `CACHE_SECONDS`, so a scaler
+polling every few seconds costs at most one query per window. The rows each count read, as the
+database reports them, are in `audiojob_db_rows_read_total{kind="count"}` on `/metrics`. A
+database error answers 503 with a JSON `error` sentence; KEDA then counts a failure and applies
+its `fallback`.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
-from controller.settings import DbSettings, load_settings
+from controller import metrics as m
+from controller.settings import DEFAULT_COUNT_CAP, DbSettings, load_settings
 from controller.store import JobStore, QueueCounts, RetryPolicy, StoreError
 
 log = logging.getLogger("audiojob.queue_metrics")
@@ -45,8 +50,15 @@ class _Cached:
 class QueueCounter:
     """Opens the store on first use (and again after a failed open), caches counts briefly."""
 
-    def __init__(self, db: DbSettings, *, cache_seconds: float = CACHE_SECONDS) -> None:
+    def __init__(
+        self,
+        db: DbSettings,
+        *,
+        cache_seconds: float = CACHE_SECONDS,
+        cap: int = DEFAULT_COUNT_CAP,
+    ) -> None:
         self._db = db
+        self._cap = cap
         self._cache_seconds = cache_seconds
         self._store: JobStore | None = None
         self._cached: _Cached | None = None
@@ -60,7 +72,7 @@ class QueueCounter:
                 return self._cached.counts
             if self._store is None:
                 self._store = await JobStore.open(self._db, retry=QUERY_RETRY)
-            counts = await self._store.counts()
+            counts = await self._store.counts(cap=self._cap)
             self._cached = _Cached(counts, time.monotonic())
             return counts
 
@@ -116,12 +128,18 @@ def build_app(counter: QueueCounter) -> web.Application:
     registry = CollectorRegistry()
     app[COUNTER_KEY] = counter
     app[REGISTRY_KEY] = registry
+    # What the counts cost, as the database billed them (the process-wide counters).
+    registry.register(m.DB_ROWS_READ)
+    registry.register(m.DB_ROWS_WRITTEN)
     app[PENDING_KEY] = Gauge(
-        "audiojob_queue_pending", "Rows waiting to be claimed.", registry=registry
+        "audiojob_queue_pending",
+        "Rows waiting to be claimed, counted up to the cap (at the cap: at least that many).",
+        registry=registry,
     )
     app[INFLIGHT_KEY] = Gauge(
         "audiojob_queue_inflight",
-        "Rows claimed and not finished (processing, or cancelled with a pod not yet gone).",
+        "Rows claimed and not finished (processing, or cancelled with a pod not yet gone),"
+        " counted up to the cap.",
         registry=registry,
     )
     app.router.add_get("/queue", queue)
@@ -143,7 +161,7 @@ def main() -> None:
     )
     port = int(os.environ.get("AUDIOJOB_QUEUE_METRICS_PORT", str(DEFAULT_PORT)))
     web.run_app(
-        build_app(QueueCounter(settings.db)),
+        build_app(QueueCounter(settings.db, cap=settings.metrics.queue_count_cap)),
         host=settings.metrics.host,
         port=port,
         print=None,

@@ -231,10 +231,33 @@ class OwnershipSettings(BaseModel):
         return self
 
 
+class RetentionSettings(BaseModel):
+    """Deleting finished rows after a while (README "Retention"); off unless `finished_days`."""
+
+    finished_days: float | None = Field(None, gt=0, allow_inf_nan=False)
+    """Keep finished rows (complete, failed, cancelled and finalized) and their attempts-ledger
+    rows for this many days after `finished_at`, then delete them. Unset (the default): keep
+    them forever, as before; the web app may be showing that history."""
+    batch_rows: int = Field(500, ge=1, le=10_000)
+    """Rows deleted per statement: small, so a batch holds the database's write lock only
+    briefly and a claim waits for one batch at most."""
+    interval_seconds: float = Field(10 * 60, gt=0)
+    """How often the leader prunes (each run deletes batches until none is left), in seconds;
+    a run that meets a database outage is skipped and tried again after this long."""
+
+
+DEFAULT_COUNT_CAP = 1_000
+
+
 class MetricsSettings(BaseModel):
     port: int = Field(8080, ge=0, le=65535)
     """Port for /metrics, /healthz and /readyz (0 = pick a free port, for tests)."""
     host: str = "0.0.0.0"  # noqa: S104  # a pod's probes and Prometheus reach it from outside
+    queue_count_cap: int = Field(DEFAULT_COUNT_CAP, gt=0)
+    """The queue gauges (queue-metrics' `/queue` for KEDA, `audiojob_queue_*`) count pending and
+    in-flight rows up to this many each, then stay there: hosted Turso bills every row a count
+    reads, and it runs on every KEDA poll and scrape. KEDA only needs "is there work"; a gauge
+    at the cap means "at least this many"."""
 
 
 class Settings(BaseSettings):
@@ -252,6 +275,7 @@ class Settings(BaseSettings):
     claim: ClaimSettings = Field(default_factory=ClaimSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     ownership: OwnershipSettings = Field(default_factory=OwnershipSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     installation: str | None = Field(None, min_length=1, max_length=200)
     """This installation's identity: `claimed_by` of its rows, its id in the workers table, the
     name of its Lease (default: `audiojob-operator.<jobs namespace>`, the chart's default

@@ -14,7 +14,9 @@ Each cycle (every poll interval, or at once when a watch event arrives):
      were cancelled (or taken over): delete their Job with the grace period;
   5. finalize cancelled rows whose pods are confirmed gone;
   6. renew the installation's lease on its rows (the workers table), then claim up to the
-     free capacity, create one Job per row, and claim again at once when the batch was full.
+     free capacity, create one Job per row, and claim again at once when the batch was full;
+  7. with retention on, every retention interval: start pruning finished rows past it, in a
+     task of its own (engine.retention), so no cycle waits for it.
 Every write is safe to repeat: deterministic Job names, fenced conditional UPDATEs. The state
 lives in small owners (engine.view, .attempts, .outcomes, .cancels, .claims); this module only
 orders them.
@@ -36,6 +38,7 @@ from controller.engine.cancels import Cancellations
 from controller.engine.claims import Claims
 from controller.engine.leader import Leader
 from controller.engine.outcomes import Outcomes
+from controller.engine.retention import Pruner
 from controller.engine.view import View
 from controller.kube import Kube, KubeError
 from controller.lifecycle import (
@@ -92,6 +95,7 @@ class Engine:
             holder=f"{socket.gethostname()}-{os.getpid()}",
             on_change=self._leadership,
         )
+        self.pruner = Pruner(settings=settings.retention, store=store, table=settings.db.table)
         self.wake = asyncio.Event()
         self.stopping = False
         self.ready = False
@@ -160,6 +164,7 @@ class Engine:
         # Owed outcomes stay; their writes are fenced by attempt.
         self.attempts.clear()
         self.cancels.clear()
+        self.pruner.cancel()
         self._adopted = False
         self._freed = True
         self._last_worker_beat = float("-inf")
@@ -171,6 +176,7 @@ class Engine:
         and hand the Lease over."""
         self.stopping = True
         self.wake.set()
+        self.pruner.cancel()
         try:
             # Bounded: with the database away, exiting beats hanging; the outcomes are still
             # in the finished Jobs (no TTL yet) for the next controller to record.
@@ -223,6 +229,8 @@ class Engine:
             self._freed or self._due(self._last_claim, "poll_interval_seconds")
         ):
             await self._claim()
+        if not self.stopping:
+            self.pruner.poke()  # its own task: deleting history never holds up this cycle
         m.RUNNING.set(len(self.attempts))
         self.last_cycle_ms = now_ms()
 
@@ -353,7 +361,7 @@ class Engine:
 
     # -- queue depth for metrics ------------------------------------------------------------
     async def count_queue(self) -> None:
-        counts = await self.store.counts()
+        counts = await self.store.counts(cap=self.settings.metrics.queue_count_cap)
         m.QUEUE.labels(state="pending").set(counts.pending)
         m.QUEUE.labels(state="inflight").set(counts.inflight)
 

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from controller.store.hrana import HranaClient, ResultSet
+from controller.store.sqlite_counters import StatementCounters, open_counters, rows_read
 
 Args = list[Any]
 
@@ -87,6 +88,7 @@ class FileBackend:
         self._path = path
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audiojob-store")
         self._conn: sqlite3.Connection | None = None
+        self._counters: StatementCounters | None = None
 
     async def start(self) -> None:
         try:
@@ -101,16 +103,28 @@ class FileBackend:
         self._conn = sqlite3.connect(
             self._path, timeout=0, isolation_level=None, check_same_thread=False
         )
+        # Rows read as SQLite's statement counters show them, for the same figures the Hrana
+        # backend gets from the server (controller/store/sqlite_counters.py says how close).
+        self._counters = open_counters(self._conn)
 
     async def _call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def _run(self, sql: str, args: Args) -> ResultSet:
         assert self._conn is not None
-        cur = self._conn.execute(sql, tuple(args))
-        rows = [tuple(r) for r in cur.fetchall()]
+        try:
+            cur = self._conn.execute(sql, tuple(args))
+            rows = [tuple(r) for r in cur.fetchall()]
+        except BaseException:
+            if self._counters is not None:
+                self._counters.steps(sql)  # start the next run's count at 0
+            raise
         cols = tuple(d[0] for d in cur.description or ())
-        return ResultSet(cols, rows, max(cur.rowcount, 0), cur.lastrowid)
+        changed = max(cur.rowcount, 0)
+        read = None
+        if self._counters is not None:
+            read = rows_read(self._counters.steps(sql), len(rows), changed)
+        return ResultSet(cols, rows, changed, cur.lastrowid, read, changed)
 
     def _run_all(self, stmts: list[tuple[str, Args]]) -> list[ResultSet]:
         assert self._conn is not None

@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from controller import metrics as m
 from controller.store.backend import Args, Backend, ResultSet
 from controller.store.errors import StoreError, StoreUnavailable, classify, redact
 
@@ -50,6 +53,43 @@ class RetryPolicy:
         return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311  # jitter, not crypto
 
 
+# The statement kind of a call, from the start of its `what` sentence: a short fixed set for
+# the rows-read metrics (a label per job would grow without bound). First match wins.
+_KINDS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), kind)
+    for pattern, kind in (
+        (r"claim for |recover lost claim", "claim"),
+        (r"list workers|installation heartbeat", "worker"),
+        (r"heartbeat", "heartbeat"),
+        (r"(complete|fail|requeue) (job |\d+ jobs)", "outcome"),
+        (r"fail invalid rows", "reject"),
+        (r"record (Job |\d+ Job names)", "job_name"),
+        (r"record (the )?(start|end) of", "ledger"),
+        (r"list rows of dead installations", "takeover_check"),
+        (r"take over ", "takeover"),
+        (r"count rows", "count"),
+        (r"prune ", "retention"),
+        (r"insert job ", "insert"),
+        (r"cancel job ", "cancel"),
+        (r"finalize cancelled job ", "finalize"),
+        (r"read (job|attempts)", "read"),
+        (r"list (processing|cancelled) rows", "reconcile"),
+        (
+            r"switch to WAL|create the meta table|read schema version|read the columns of|migrate ",
+            "migrate",
+        ),
+    )
+)
+
+
+def statement_kind(what: str) -> str:
+    """The metrics label for a call described by `what` ("claim for 'x'" -> "claim")."""
+    for pattern, kind in _KINDS:
+        if pattern.match(what):
+            return kind
+    return "other"
+
+
 class Calls:
     """Runs calls on one backend with the store's deadline and retry policy."""
 
@@ -69,6 +109,9 @@ class Calls:
         self._token = token
         self.statements = 0
         """Calls sent (retries included); the benchmark reads it."""
+        self.rows_read: Counter[str] = Counter()
+        """Rows read as the database reported them, by statement kind (tests and bench)."""
+        self.rows_written: Counter[str] = Counter()
 
     def __repr__(self) -> str:
         return f"Calls({self._where!r})"
@@ -76,16 +119,24 @@ class Calls:
     def message(self, text: str) -> str:
         return redact(f"database {self._where}: {text}", self._token)
 
-    async def run(self, sql: str, args: Args, what: str) -> tuple[ResultSet, bool]:
-        return await self.exec(lambda _: self.backend.execute(sql, args), what)
+    async def run(
+        self, sql: str, args: Args, what: str, *, kind: str | None = None
+    ) -> tuple[ResultSet, bool]:
+        return await self.exec(lambda _: self.backend.execute(sql, args), what, kind=kind)
 
-    async def batch(self, stmts: list[tuple[str, Args]], what: str) -> list[ResultSet]:
-        results, _ = await self.exec(lambda _: self.backend.batch(stmts), what)
+    async def batch(
+        self, stmts: list[tuple[str, Args]], what: str, *, kind: str | None = None
+    ) -> list[ResultSet]:
+        results, _ = await self.exec(lambda _: self.backend.batch(stmts), what, kind=kind)
         return results
 
-    async def exec(self, call: Callable[[bool], Awaitable[T]], what: str) -> tuple[T, bool]:
+    async def exec(
+        self, call: Callable[[bool], Awaitable[T]], what: str, *, kind: str | None = None
+    ) -> tuple[T, bool]:
         """Run one database call with a deadline and retries; say if an earlier try may have
-        committed without our hearing back. `call` is told that too, before each try."""
+        committed without our hearing back. `call` is told that too, before each try.
+
+        `kind` labels the rows-read metrics; without it, it is read from `what`."""
         tries = 0
         ambiguous = False
         started = time.monotonic()
@@ -94,6 +145,7 @@ class Calls:
             self.statements += 1
             try:
                 result = await asyncio.wait_for(call(ambiguous), self._timeout)
+                self._bill(result, kind or statement_kind(what))
                 return result, ambiguous
             except Exception as e:
                 fault = classify(e)
@@ -119,3 +171,16 @@ class Calls:
                 if fault.retry_after is not None:
                     delay = max(delay, min(fault.retry_after, MAX_RETRY_AFTER_SECONDS))
                 await asyncio.sleep(delay)
+
+    def _bill(self, result: object, kind: str) -> None:
+        """Count the rows the database says the call read and wrote (a batch: every step).
+        Tries whose answer was lost are not counted: their figures never arrived."""
+        for rs in result if isinstance(result, list) else [result]:
+            if not isinstance(rs, ResultSet):
+                continue
+            if rs.rows_read is not None:
+                self.rows_read[kind] += rs.rows_read
+                m.DB_ROWS_READ.labels(kind=kind).inc(rs.rows_read)
+            if rs.rows_written is not None:
+                self.rows_written[kind] += rs.rows_written
+                m.DB_ROWS_WRITTEN.labels(kind=kind).inc(rs.rows_written)

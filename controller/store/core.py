@@ -50,6 +50,15 @@ class StoreCore:
         """Database calls sent (retries included); the benchmark reads it."""
         return self._calls.statements
 
+    @property
+    def rows_read(self) -> dict[str, int]:
+        """Rows read as the database reported them, by statement kind (calls.statement_kind)."""
+        return dict(self._calls.rows_read)
+
+    @property
+    def rows_written(self) -> dict[str, int]:
+        return dict(self._calls.rows_written)
+
     @classmethod
     async def open(cls, db: DbSettings, *, retry: RetryPolicy | None = None) -> Self:
         """Build the client once, switch a file database to WAL, and migrate the schema."""

@@ -44,6 +44,10 @@ class ResultSet:
     rows: list[tuple[Any, ...]]
     rows_affected: int = 0
     last_insert_rowid: int | None = None
+    rows_read: int | None = None
+    """Rows the statement read as the server counts them (sqld: what Turso bills); None when
+    the backend cannot tell."""
+    rows_written: int | None = None
 
 
 class HranaError(Exception):
@@ -115,7 +119,14 @@ def result_set(raw: dict[str, Any]) -> ResultSet:
         rows=[tuple(decode_value(v) for v in row) for row in raw.get("rows", [])],
         rows_affected=int(raw.get("affected_row_count") or 0),
         last_insert_rowid=int(rowid) if rowid is not None else None,
+        rows_read=_count(raw.get("rows_read")),
+        rows_written=_count(raw.get("rows_written")),
     )
+
+
+def _count(value: Any) -> int | None:
+    """A StmtResult's `rows_read`/`rows_written`: sqld sends integers; older servers omit them."""
+    return int(value) if isinstance(value, int | str) and str(value).isdigit() else None
 
 
 def transaction(stmts: Sequence[tuple[str, Args]]) -> dict[str, Any]:

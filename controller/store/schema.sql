@@ -52,6 +52,12 @@ CREATE INDEX IF NOT EXISTS audio_job_ix_processing
 CREATE INDEX IF NOT EXISTS audio_job_ix_cancel_open
   ON audio_jobs (status, finished_at, updated_at) WHERE status = 'cancelled' AND finished_at IS NULL;
 
+-- Retention (AUDIOJOB_RETENTION__FINISHED_DAYS): the oldest finished rows, in the order they are
+-- deleted, so each small batch reads only the rows it deletes, never the rest of the history.
+CREATE INDEX IF NOT EXISTS audio_job_ix_finished
+  ON audio_jobs (finished_at)
+  WHERE status IN ('complete', 'failed', 'cancelled') AND finished_at IS NOT NULL;
+
 CREATE TABLE IF NOT EXISTS audio_job_attempts (
   job_id     TEXT NOT NULL,
   attempt    INTEGER NOT NULL,

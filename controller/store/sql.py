@@ -69,12 +69,17 @@ class Sql:
             f"SELECT {_COLS} FROM audio_jobs WHERE status = 'cancelled'"
             " AND finished_at IS NULL ORDER BY updated_at"
         )
-        # Each COUNT walks one partial index: cost is the number of live rows, never history.
+        # Each count walks one partial index and stops after :cap entries: Turso bills every
+        # row a statement reads, and this runs on every KEDA poll and scrape, so its cost must
+        # not grow with the backlog (a plain COUNT read all 50,000 rows of a 50,000-row
+        # backlog). Both figures saturate at :cap (settings.metrics.queue_count_cap).
         self.counts = s(
-            "SELECT (SELECT COUNT(*) FROM audio_jobs WHERE status = 'pending'),"
-            " (SELECT COUNT(*) FROM audio_jobs WHERE status = 'processing')"
-            " + (SELECT COUNT(*) FROM audio_jobs WHERE status = 'cancelled'"
-            " AND finished_at IS NULL)"
+            "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM audio_jobs"
+            " WHERE status = 'pending' LIMIT :cap)),"
+            " min(:cap, (SELECT COUNT(*) FROM (SELECT 1 FROM audio_jobs"
+            " WHERE status = 'processing' LIMIT :cap))"
+            " + (SELECT COUNT(*) FROM (SELECT 1 FROM audio_jobs WHERE status = 'cancelled'"
+            " AND finished_at IS NULL LIMIT :cap)))"
         )
         self.attempts = s(
             "SELECT job_id, attempt, pod, node, started_at, ended_at, exit_code, reason"

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
-from controller.settings import DbSettings
+from controller.settings import DEFAULT_COUNT_CAP, DbSettings
 from controller.store.backend import Backend, ResultSet
 from controller.store.calls import RetryPolicy
 from controller.store.errors import StoreError, StoreUnavailable
@@ -212,8 +212,10 @@ class JobStore(OutcomeWrites, Ledger):
         rs, _ = await self._call(self._sql.cancelled_unfinalized, "list cancelled rows")
         return [job_row(v) for v in rs.rows]
 
-    async def counts(self) -> QueueCounts:
-        rs, _ = await self._call(self._sql.counts, "count rows")
+    async def counts(self, *, cap: int = DEFAULT_COUNT_CAP) -> QueueCounts:
+        """Pending and in-flight rows, each counted up to `cap` (reads at most about 2 x cap
+        index entries, whatever the backlog)."""
+        rs, _ = await self._call(self._sql.counts, "count rows", cap=cap)
         pending, inflight = rs.rows[0]
         return QueueCounts(pending=int(pending), inflight=int(inflight))
 

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.store.sqlite_counters import open_counters, rows_read
+
 from .faults import STMT_ACTIONS, STMT_ERRORS, Faults
 from .sqlite_meta import MetaReader, PrepareError, StmtMeta, is_blank, is_syntax_error
 
@@ -61,6 +63,14 @@ class HranaError(Exception):
 class Stats:
     requests: int = 0
     statements: int = 0
+
+
+class CountedConnection(sqlite3.Connection):
+    """A connection that carries its statement counters, for `rows_read` as sqld reports it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.counters = open_counters(self)
 
 
 @dataclass
@@ -178,12 +188,15 @@ def _params(stmt: dict[str, Any]) -> list[Any] | dict[str, Any]:
 def execute_stmt(db: sqlite3.Connection, stmt: dict[str, Any], sql: str, ctx: Context) -> Any:
     meta = check_parses(sql, ctx.meta)
     params = _params(stmt)
+    counters = getattr(db, "counters", None)
     started = time.perf_counter()
     ctx.stats.statements += 1
     try:
         cur = db.execute(sql, params)
         rows = cur.fetchall()
     except sqlite3.Error as e:
+        if counters is not None:
+            counters.steps(sql)  # start the next run's count at 0
         raise sqlite_error(e, sql) from None
     if _SCHEMA_WORDS.match(sql):
         ctx.meta.schema_changed()
@@ -199,6 +212,9 @@ def execute_stmt(db: sqlite3.Connection, stmt: dict[str, Any], sql: str, ctx: Co
         ]
     want_rows = stmt.get("want_rows")
     changed = max(cur.rowcount, 0)
+    # sqld sends libSQL's own counts; these are SQLite's (controller/store/sqlite_counters.py:
+    # how, and how close). Rows written are the rows changed (sqld adds index entries).
+    steps = counters.steps(sql) if counters is not None else 0
     return {
         "cols": [
             {"name": n, "decltype": decltypes[i] if decltypes else None}
@@ -208,7 +224,7 @@ def execute_stmt(db: sqlite3.Connection, stmt: dict[str, Any], sql: str, ctx: Co
         "affected_row_count": changed,
         "last_insert_rowid": None if cur.lastrowid is None else str(cur.lastrowid),
         "replication_index": None,
-        "rows_read": len(rows),
+        "rows_read": rows_read(steps, len(rows), changed),
         "rows_written": changed,
         "query_duration_ms": (time.perf_counter() - started) * 1000,
     }

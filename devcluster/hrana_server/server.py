@@ -19,6 +19,7 @@ from .protocol import (
     HRANA3,
     REQUEST_TYPES,
     Context,
+    CountedConnection,
     HranaError,
     ProtocolError,
     Stats,
@@ -143,7 +144,11 @@ class HranaServer:
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(
-            self.db_path, isolation_level=None, check_same_thread=False, timeout=5
+            self.db_path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=5,
+            factory=CountedConnection,
         )
 
     # -- routes ------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ FULL_VALUES = [
     "image.tag=0.1.1",
     "controller.logLevel=DEBUG",
     "runner.allowedNetworks={10.20.0.0/16,minio.storage.svc:9000}",
+    "retention.finishedDays=30",
 ]
 
 RUNNER_SA = "audiojob-runner"

@@ -70,6 +70,25 @@ async def test_queue_and_metrics_report_counts(db: DbSettings, seeded: JobStore)
         await runner.cleanup()
 
 
+async def test_counts_stop_at_the_cap_and_metrics_say_what_they_read(
+    db: DbSettings, seeded: JobStore
+) -> None:
+    runner, base = await serve(build_app(QueueCounter(db, cache_seconds=0, cap=2)))
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/queue") as r:
+                assert await r.json() == {"pending": 2, "inflight": 2, "total": 4}
+            async with http.get(f"{base}/metrics") as r:
+                text = await r.text()
+        assert "audiojob_queue_pending 2.0" in text
+        read = [
+            line for line in text.splitlines() if line.startswith("audiojob_db_rows_read_total")
+        ]
+        assert any('kind="count"' in line and not line.endswith(" 0.0") for line in read), read
+    finally:
+        await runner.cleanup()
+
+
 async def test_counts_are_cached(db: DbSettings, seeded: JobStore) -> None:
     runner, base = await serve(build_app(QueueCounter(db, cache_seconds=60)))
     try:

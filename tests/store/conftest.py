@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,3 +57,16 @@ async def store(db: DbSettings) -> AsyncIterator[JobStore]:
     s = await JobStore.open(db, retry=FAST_RETRY)
     yield s
     await s.close()
+
+
+def write_rows(path: Path, inserts: Sequence[tuple[str, Iterable[Sequence[Any]]]]) -> None:
+    """Many rows written straight into the file, in one transaction: a backlog or a history
+    built through the store would take minutes and is not what a test measures."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        for sql, rows in inserts:
+            conn.executemany(sql, rows)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()

@@ -14,6 +14,7 @@ import pytest
 from controller.settings import DbSettings
 from controller.store import JobStore
 from controller.store.params import Stmt
+from controller.store.retention import Retention
 from controller.store.sql import Sql as _Sql
 
 
@@ -68,7 +69,7 @@ def test_claim_walks_the_pending_index_in_order(conn: sqlite3.Connection) -> Non
 
 
 def test_counts_are_index_only(conn: sqlite3.Connection) -> None:
-    lines = plan(conn, SQL.counts)
+    lines = plan(conn, SQL.counts, cap=1_000)
     assert_indexed(lines)
     covering = [line for line in lines if "USING COVERING INDEX" in line]
     assert {line.split("COVERING INDEX ")[1].split()[0] for line in covering} == {
@@ -116,3 +117,11 @@ def test_row_writes_go_by_primary_key(
     lines = plan(conn, stmt, rows, **roles)
     assert_indexed(lines)
     assert any("sqlite_autoindex_audio_jobs_1 (job_id=?)" in line for line in lines), lines
+
+
+def test_pruning_reads_the_retention_index_only(conn: sqlite3.Connection) -> None:
+    retention = Retention(store=None)  # type: ignore[arg-type]  # its statements only
+    for sql in (retention._attempts, retention._jobs):
+        lines = plan(conn, sql, cutoff=0, limit=500)
+        assert_indexed(lines)
+        assert any("INDEX audio_job_ix_finished" in line for line in lines), lines

@@ -344,6 +344,7 @@ async def test_reopen_migrates_once_and_custom_table(db: DbSettings) -> None:
     assert names == [
         "render_job_attempts",
         "render_job_ix_cancel_open",
+        "render_job_ix_finished",
         "render_job_ix_pending",
         "render_job_ix_processing",
         "render_job_meta",
