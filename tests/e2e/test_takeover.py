@@ -153,8 +153,9 @@ def test_a_taker_with_a_clock_a_day_ahead_never_takes_a_live_owners_rows(
 ):
     # One database server, so "the database's clock" is one clock (with file: databases every
     # process would read its own). The owner is alive, with rows running; a second
-    # installation dies with a row running; the taker's wall clock is a day ahead and its own
-    # run deadline (1 + 1 + 2 + 0 s) is long past for every one of those rows.
+    # installation dies with a row running, whose run deadline it set at 1 + 30 + 2 + 0 s; the
+    # taker's wall clock is a day ahead, so by its clock every one of those rows is long past
+    # any deadline.
     server = HranaServer(str(controller.db_path)).start()
     try:
         url = {"TURSO_DATABASE_URL": server.url("http")}
@@ -171,7 +172,15 @@ def test_a_taker_with_a_clock_a_day_ahead_never_takes_a_live_owners_rows(
         wait_for(lambda: claimed_with_jobs(rows, live, owner), timeout=60, message="live rows")
         rows.insert("dead-0")
         dead = controllers(more_namespaces(), "dead")
-        dead.start(AUDIOJOB_RUNNER__POD_ANNOTATIONS=HANG, **url, **CADENCE)
+        dead.start(
+            AUDIOJOB_RUNNER__POD_ANNOTATIONS=HANG,
+            # Its pods outlive it (30 s) long enough for the taker to start first.
+            AUDIOJOB_TIMEOUTS__INGEST_SECONDS="30",
+            AUDIOJOB_TIMEOUTS__PENDING_SECONDS="1",
+            AUDIOJOB_OWNERSHIP__TAKEOVER_MARGIN_SECONDS="0",
+            **url,
+            **CADENCE,
+        )
         dead_id = f"audiojob-operator.{dead.namespace}"
         wait_for(lambda: claimed_with_jobs(rows, ["dead-0"], dead_id), timeout=60, message="d")
         taker = controllers(more_namespaces(), "taker")
@@ -191,7 +200,7 @@ def test_a_taker_with_a_clock_a_day_ahead_never_takes_a_live_owners_rows(
         # run deadline by its own clock, it would have taken them in that same check.
         taken = wait_for(
             lambda: messages(taker, "took over a row of installation"),
-            timeout=60,
+            timeout=120,
             message="the dead installation's row taken over",
         )
         assert [e["job_id"] for e in taken] == ["dead-0"], taken
