@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from controller import metrics as m
 from controller.store.backend import Args, Backend, ResultSet
 from controller.store.errors import StoreError, StoreUnavailable, classify, redact
 
@@ -77,15 +78,22 @@ class Calls:
         return redact(f"database {self._where}: {text}", self._token)
 
     async def run(self, sql: str, args: Args, what: str) -> tuple[ResultSet, bool]:
-        return await self.exec(lambda _: self.backend.execute(sql, args), what)
+        return await self.exec(
+            lambda _: self.backend.execute(sql, args), what, statement=m.sql_verb(sql)
+        )
 
     async def batch(self, stmts: list[tuple[str, Args]], what: str) -> list[ResultSet]:
-        results, _ = await self.exec(lambda _: self.backend.batch(stmts), what)
+        results, _ = await self.exec(lambda _: self.backend.batch(stmts), what, statement="batch")
         return results
 
-    async def exec(self, call: Callable[[bool], Awaitable[T]], what: str) -> tuple[T, bool]:
+    async def exec(
+        self, call: Callable[[bool], Awaitable[T]], what: str, *, statement: str | None = None
+    ) -> tuple[T, bool]:
         """Run one database call with a deadline and retries; say if an earlier try may have
-        committed without our hearing back. `call` is told that too, before each try."""
+        committed without our hearing back. `call` is told that too, before each try.
+        `statement` labels its metrics (the SQL verb; a direct call, the claim, is named by
+        the first word of `what`)."""
+        label = statement or m.sql_verb(what)
         tries = 0
         ambiguous = False
         started = time.monotonic()
@@ -94,14 +102,19 @@ class Calls:
             self.statements += 1
             try:
                 result = await asyncio.wait_for(call(ambiguous), self._timeout)
+                m.observe_db(label, started, ok=True)
                 return result, ambiguous
             except Exception as e:
                 fault = classify(e)
+                m.DB_ERRORS.labels(kind=fault.kind).inc()
                 if not fault.transient:
+                    # A refused statement (constraint, syntax) was answered: the database is up.
+                    m.observe_db(label, started, ok=fault.kind == "sql")
                     raise StoreError(self.message(f"{what}: {fault.description}")) from None
                 ambiguous = ambiguous or fault.maybe_applied
                 budget = self._retry.busy_attempts if fault.busy else self._retry.attempts
                 if tries >= budget:
+                    m.observe_db(label, started, ok=False)
                     spent = time.monotonic() - started
                     raise StoreUnavailable(
                         self.message(
