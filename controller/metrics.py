@@ -49,6 +49,10 @@ OWED = Gauge(
     "audiojob_owed_outcomes",
     "Outcomes decided but not yet written to the job table (kept while the database is away)",
 )
+OLDEST_WAITING = Gauge(
+    "audiojob_oldest_waiting_seconds",
+    "Age since claim of the oldest running attempt whose pod has not yet started (0: none)",
+)
 CLAIMS = Counter("audiojob_claims_total", "Rows claimed from the job table (takeovers included)")
 REJECTED = Counter("audiojob_rejected_total", "Claimed rows failed at once for bad type/payload")
 OUTCOMES = Counter(

@@ -110,6 +110,11 @@ class Attempts:
     def __iter__(self) -> Iterator[Attempt]:
         return iter(list(self._running.values()))
 
+    def oldest_waiting_seconds(self) -> float:
+        """Since claim, of the oldest attempt whose pod has not been seen started; 0 if none."""
+        claims = [a.claimed_ms for a in self._running.values() if not a.recorded_start]
+        return max(0, now_ms() - min(claims)) / 1000 if claims else 0.0
+
     def add(self, a: Attempt) -> None:
         self._running[a.job_id] = a
 

@@ -111,6 +111,7 @@ class Engine:
         m.LEADER.set_function(lambda: 1 if self.leader.acting() else 0)
         m.RUNNING.set_function(lambda: len(self.attempts))
         m.OWED.set_function(lambda: len(self.outcomes))
+        m.OLDEST_WAITING.set_function(self.attempts.oldest_waiting_seconds)
 
     # -- the loop ---------------------------------------------------------------------------
     async def run(self) -> None:
