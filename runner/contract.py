@@ -31,6 +31,24 @@ ANN_PROGRESS = f"{PREFIX}/progress"
 ANN_HEARTBEAT = f"{PREFIX}/heartbeat"
 PROGRESS_ANNOTATIONS = (ANN_STAGE, ANN_PROGRESS, ANN_HEARTBEAT)
 
+
+def _key(key: str) -> str:
+    return key.replace(".", "\\.")  # kubectl's field paths escape the dots inside a key
+
+
+# `kubectl get pods -o custom-columns=…`: what each runner pod does (README, the demo).
+POD_COLUMNS = ",".join(
+    (
+        "POD:.metadata.name",
+        f"JOB:.metadata.labels.{_key(LABEL_JOB_KEY)}",
+        f"TYPE:.metadata.labels.{_key(LABEL_TYPE)}",
+        f"TRY:.metadata.labels.{_key(LABEL_ATTEMPT)}",
+        "PHASE:.status.phase",
+        f"STAGE:.metadata.annotations.{_key(ANN_STAGE)}",
+        f"PROGRESS:.metadata.annotations.{_key(ANN_PROGRESS)}",
+    )
+)
+
 # Runner environment.
 ENV_ID = "AUDIOJOB_ID"
 ENV_TYPE = "AUDIOJOB_TYPE"
