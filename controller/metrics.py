@@ -159,7 +159,8 @@ def kube_call(
 
     @functools.wraps(call)
     async def timed(*args: P.args, **kwargs: P.kwargs) -> T:
-        verb = str(args[1]).split(" ", 1)[0]
+        what = args[1] if len(args) > 1 else kwargs.get("what", "")
+        verb = str(what).split(" ", 1)[0] or "other"
         API_REQUESTS.labels(verb=verb).inc()
         started = time.monotonic()
         try:

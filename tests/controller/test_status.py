@@ -1,5 +1,6 @@
 """`audiojob status` as a person runs it: a real process on file:, on the Hrana test server
-(http:// and libsql://), with a wrong token, and `--watch` in tmux through an outage."""
+(http://, libsql:// and https:// through a TLS front with its own CA), with a wrong token, and
+`--watch` in tmux through an outage."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import asyncio
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +20,9 @@ import pytest
 
 from controller.settings import DbSettings
 from controller.store import JobStore
+from devcluster.controlplane import free_port
 from devcluster.hrana_server import HranaServer, running_server
+from devcluster.pki import make_pki
 from tests.helpers import wait_for
 from tests.store.test_census import seed
 
@@ -49,9 +54,54 @@ def server(db_file: Path) -> Iterator[HranaServer]:
         yield s
 
 
-def status(url: str, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+@pytest.fixture
+def tls_front(server: HranaServer, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """https://127.0.0.1:<port> in front of the test server (which speaks plain HTTP), with a
+    certificate from a CA of its own; yields the URL and the CA file."""
+    make_pki(tmp_path / "pki")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(tmp_path / "pki" / "apiserver.crt", tmp_path / "pki" / "apiserver.key")
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    # A pipe of bytes, so the status view's own TLS client meets a real TLS server.
+
+    async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while data := await r.read(65536):
+            w.write(data)
+            await w.drain()
+        w.close()
+
+    async def client(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        ur, uw = await asyncio.open_connection("127.0.0.1", server.port)
+        await asyncio.gather(pipe(r, uw), pipe(ur, w), return_exceptions=True)
+
+    started = threading.Event()
+    stop = asyncio.Event()
+
+    def serve() -> None:
+        async def main() -> None:
+            async with await asyncio.start_server(client, "127.0.0.1", port, ssl=ctx):
+                started.set()
+                await stop.wait()
+
+        loop.run_until_complete(main())
+        loop.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert started.wait(30)
+    yield f"https://127.0.0.1:{port}", tmp_path / "pki" / "ca.crt"
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(30)
+
+
+def status(
+    url: str, *args: str, token: str | None = None, ca: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TURSO_", "AUDIOJOB_"))}
     env |= {"TURSO_DATABASE_URL": url, "COLUMNS": "120", "PYTHONPATH": str(ROOT)}
+    if ca:
+        env["SSL_CERT_FILE"] = str(ca)
     if token:
         env["TURSO_AUTH_TOKEN"] = token
     return subprocess.run(
@@ -85,21 +135,26 @@ def test_the_table_shows_counts_rows_in_flight_and_failures(db_file: Path) -> No
     assert "yt-dlp could not download https://x: HTTP 404" in out
 
 
-def test_json_is_the_same_on_every_url_kind(db_file: Path, server: HranaServer) -> None:
+def test_json_is_the_same_on_every_url_kind(
+    db_file: Path, server: HranaServer, tls_front: tuple[str, Path]
+) -> None:
+    https, ca = tls_front
     outputs = []
     for url, token in (
         (f"file:{db_file}", None),
         (server.url("http"), "the-token"),
         (server.url("libsql"), "the-token"),
+        (https, "the-token"),
+        (https.replace("https://", "libsql://"), "the-token"),
     ):
-        proc = status(url, "-o", "json", token=token)
+        proc = status(url, "-o", "json", token=token, ca=ca)
         assert proc.returncode == 0, (url, proc.stderr)
         answer = json.loads(proc.stdout)
         del answer["at_ms"]
         for row in answer["in_flight"]:
             del row["age_seconds"]
         outputs.append(answer)
-    assert outputs[0] == outputs[1] == outputs[2]
+    assert all(o == outputs[0] for o in outputs)
     assert outputs[0]["in_flight"] == [
         {"job_id": "i3", "type": "ingest", "attempt": 1, "stage": "transcoding", "progress": 42}
     ]
