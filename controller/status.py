@@ -188,34 +188,39 @@ def unavailable(e: StoreError, since_ms: int | None) -> RenderableType:
     return Text(f"database unavailable, retrying: {e}{last}", style="bold red")
 
 
-async def watch(viewer: Viewer, console: Console, *, interval: float, as_json: bool) -> int:
+async def watch(viewer: Viewer, console: Console, *, interval: float) -> int:
+    """Redraw in place until interrupted; an unreachable database is shown, not fatal."""
     last_ok: int | None = None
-    shown: RenderableType = Text("reading the job table ...")
-    with Live(shown, console=console, auto_refresh=False, transient=False) as live:
+    with Live(Text("reading the job table ..."), console=console, auto_refresh=False) as live:
         while True:
             try:
                 snap = await viewer.snapshot()
                 last_ok = snap.at_ms
-                if as_json:
-                    console.print_json(json.dumps(snap.as_json()))
-                shown = render(snap)
+                live.update(render(snap), refresh=True)
             except StoreUnavailable as e:
                 # Down, not wrong: say so and keep trying; the next read may succeed.
-                shown = Group(unavailable(e, last_ok))
-                if as_json:
-                    console.print_json(json.dumps({"error": str(e), "at_ms": now_ms()}))
-            if not as_json:
-                live.update(shown, refresh=True)
+                live.update(unavailable(e, last_ok), refresh=True)
             await asyncio.sleep(interval)
+
+
+async def watch_json(viewer: Viewer, *, interval: float) -> int:
+    """One JSON object per line and refresh, for scripts; an outage is an `error` line."""
+    while True:
+        try:
+            line = (await viewer.snapshot()).as_json()
+        except StoreUnavailable as e:
+            line = {"error": str(e), "at_ms": now_ms()}
+        print(json.dumps(line), flush=True)
+        await asyncio.sleep(interval)
 
 
 async def run(args: argparse.Namespace, db: DbSettings, console: Console) -> int:
     viewer = Viewer(db, window=args.window)
     try:
         if args.watch:
-            return await watch(
-                viewer, console, interval=args.interval, as_json=args.output == "json"
-            )
+            if args.output == "json":
+                return await watch_json(viewer, interval=args.interval)
+            return await watch(viewer, console, interval=args.interval)
         snap = await viewer.snapshot()
         if args.output == "json":
             print(json.dumps(snap.as_json(), indent=2))

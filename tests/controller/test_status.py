@@ -234,3 +234,42 @@ async def _finish_i3(path: Path) -> None:
             [],
             "complete i3",
         )
+
+
+def test_watch_json_is_one_object_per_refresh_and_an_error_line_while_down(
+    server: HranaServer,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TURSO_", "AUDIOJOB_"))}
+    env |= {"TURSO_DATABASE_URL": server.url(), "TURSO_AUTH_TOKEN": "the-token"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "controller",
+            "status",
+            "--watch",
+            "-o",
+            "json",
+            "--interval",
+            "0.2",
+        ],
+        env=env | {"PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[dict[str, object]] = []
+    reader = threading.Thread(
+        target=lambda: lines.extend(json.loads(line) for line in proc.stdout or []), daemon=True
+    )
+    reader.start()
+    try:
+        wait_for(lambda: any("live" in line for line in lines), timeout=60, message="a snapshot")
+        server.faults.http_status(503, count=10_000)
+        wait_for(lambda: "error" in lines[-1], timeout=60, message="an error line")
+        assert "database" in str(lines[-1]["error"])
+        server.faults.clear()
+        wait_for(lambda: "live" in lines[-1], timeout=60, message="snapshots again")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        reader.join(30)
