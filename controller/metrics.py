@@ -29,7 +29,7 @@ _RUN_BUCKETS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600)
 
 # The `_created` series beside every counter and histogram double what is scraped and no
 # rule or panel reads them (Prometheus' own created-timestamp handling does not need them).
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
 
 BUILD_INFO = Gauge("audiojob_build_info", "Build information, always 1", ["version"])
 BUILD_INFO.labels(version=__version__).set(1)
