@@ -29,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from controller import metrics as m
 from controller.settings import DbSettings, load_settings
 from controller.store import JobStore, QueueCounts, RetryPolicy, StoreError
-from controller.store.census import LIVE, Census, known_type
+from controller.store.census import DEFAULT_CAP, LIVE, Census
 from runner.payloads import JOB_TYPES
 
 log = logging.getLogger("audiojob.queue_metrics")
@@ -38,9 +38,12 @@ DEFAULT_PORT = 8081
 CACHE_SECONDS = 2.0
 """How long one count answers for, in seconds; KEDA polls every 30 s by default."""
 
-ROWS_CAP = 10_000
+ROWS_CAP = DEFAULT_CAP
 """Each status of `audiojob_rows` is counted up to this many rows: a gauge at the cap means
-"at least"; the count reads at most this many index entries per status (Turso bills rows read)."""
+"at least"; the count reads at most this many rows per status (Turso bills rows read)."""
+ROWS_CACHE_SECONDS = 30.0
+"""One census answers for this long: several Prometheus replicas, or a short scrape interval,
+cost no more reads than one scrape every 30 s."""
 
 # A short budget: KEDA's request times out, and a stale answer is worse than a 503.
 QUERY_RETRY = RetryPolicy(attempts=2, base_seconds=0.1, cap_seconds=0.5)
@@ -60,6 +63,7 @@ class QueueCounter:
         self._cache_seconds = cache_seconds
         self._store: JobStore | None = None
         self._cached: _Cached | None = None
+        self._rows: tuple[dict[tuple[str, str], int], float] | None = None
         self._lock = asyncio.Lock()
 
     async def counts(self) -> QueueCounts:
@@ -75,11 +79,16 @@ class QueueCounter:
             return counts
 
     async def rows(self) -> dict[tuple[str, str], int]:
-        """Live rows by (status, type), counted at each scrape (Prometheus scrapes rarely)."""
+        """Live rows by (status, type), cached for `ROWS_CACHE_SECONDS`."""
         async with self._lock:
+            now = time.monotonic()
+            if self._rows is not None and now - self._rows[1] < ROWS_CACHE_SECONDS:
+                return self._rows[0]
             if self._store is None:
                 self._store = await JobStore.open(self._db, retry=QUERY_RETRY)
-            return await Census(self._store, self._db.table).live(ROWS_CAP)
+            rows = await Census(self._store, self._db.table).live(ROWS_CAP)
+            self._rows = (rows, time.monotonic())
+            return rows
 
     async def close(self) -> None:
         if self._store is not None:
@@ -119,12 +128,13 @@ async def metrics(request: web.Request) -> web.Response:
         rows = await request.app[COUNTER_KEY].rows()
     except StoreError as e:
         # Still 200: the database metrics say it is away (audiojob_db_up 0), which is what an
-        # alert wants to see; the queue gauges are left out rather than shown stale.
+        # alert wants to see; the queue gauges are left out rather than shown stale. Set here
+        # too: a store that could not even be opened made no call that would have set it.
         log.warning("queue count failed: %s", e)
         m.DB_UP.set(0)
         return _exposition(request.app[DB_REGISTRY_KEY])
     for status in LIVE:
-        for job_type in (*map(known_type, JOB_TYPES), "other"):
+        for job_type in (*JOB_TYPES, "other"):
             request.app[ROWS_KEY].labels(status=status, type=job_type).set(
                 rows.get((status, job_type), 0)
             )

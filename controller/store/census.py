@@ -29,7 +29,9 @@ _WHERE = {
     "cancelling": "status = 'cancelled' AND finished_at IS NULL",
 }
 _COLS = ", ".join(JOB_COLUMNS)
-DEFAULT_CAP = 10_000
+DEFAULT_CAP = 1_000
+"""Per status. Above it a count reads `cap` rows each time (Turso bills rows read), so the
+cap is what a backlog can cost; the total comes from the queue count."""
 DEFAULT_WINDOW = 2_000
 
 
