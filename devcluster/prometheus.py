@@ -33,9 +33,13 @@ class PromQLError(Exception):
 
 
 class Prometheus:
-    def __init__(self, targets: list[Target], *, workdir: Path) -> None:
-        """`workdir` holds the config, the log and the TSDB."""
+    def __init__(
+        self, targets: list[Target], *, workdir: Path, rule_files: tuple[Path, ...] = ()
+    ) -> None:
+        """`workdir` holds the config, the log and the TSDB; `rule_files` are evaluated
+        every second."""
         self.targets = targets
+        self.rule_files = rule_files
         self.dir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -44,6 +48,7 @@ class Prometheus:
     def config(self) -> dict[str, Any]:
         return {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(f) for f in self.rule_files],
             "scrape_configs": [
                 {
                     "job_name": t.job,
@@ -107,6 +112,10 @@ class Prometheus:
         """The expression's syntax tree, as Prometheus itself parses it."""
         tree: dict[str, Any] = self.api("parse_query", query=expr)
         return tree
+
+    def rules(self) -> list[dict[str, Any]]:
+        """Every loaded rule with its `health` and `lastError`."""
+        return [r for g in self.api("rules")["groups"] for r in g["rules"]]
 
     def targets_up(self) -> dict[str, str]:
         """job -> health of its target."""

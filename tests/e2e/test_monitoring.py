@@ -20,6 +20,7 @@ from tests.chart.test_keda import queue_metrics_process
 from tests.e2e.conftest import Controller, Rows
 from tests.helpers import wait_for
 from tests.monitoring.expressions import (
+    FILES,
     Expression,
     alert_expressions,
     dashboard_expressions,
@@ -62,7 +63,8 @@ def prometheus(
             ),
         ]
         (tmp_path / "prom").mkdir()
-        with Prometheus(targets, workdir=tmp_path / "prom") as prom:
+        rules = (FILES / "alerts.yaml",)
+        with Prometheus(targets, workdir=tmp_path / "prom", rule_files=rules) as prom:
             wait_for(
                 lambda: set(prom.targets_up().values()) == {"up"},
                 timeout=60,
@@ -114,6 +116,14 @@ def test_every_rule_and_panel_expression_finds_its_series(
         message="the outcomes scraped",
     )
     assert prometheus.query('sum(audiojob_db_errors_total{kind="server"}) >= 2')
+    # A rate needs two samples: until every series, the newest too, was there 3 s ago already
+    # (scraped every second since).
+    every = '{__name__=~"audiojob_.+"}'
+    wait_for(
+        lambda: prometheus.query(f"count({every} offset 3s) == count({every})"),
+        timeout=60,
+        message="two samples of every series",
+    )
 
     problems: list[str] = []
     for e in alert_expressions() + dashboard_expressions():
@@ -122,6 +132,15 @@ def test_every_rule_and_panel_expression_finds_its_series(
         if not prometheus.query(f'count by ({label}) ({metric}{{{label}!=""}})'):
             problems.append(f"template variable: no {metric} has label {label}")
     assert not problems, "\n".join(problems)
+    # Prometheus itself evaluates the rule file every second: each rule ran, without error.
+    rules = wait_for(
+        lambda: (r := prometheus.rules()) and all(x["health"] != "unknown" for x in r) and r,
+        timeout=30,
+        message="every rule evaluated",
+    )
+    assert len(rules) == len(alert_expressions())
+    failing = [(r["name"], r["health"], r.get("lastError")) for r in rules if r["health"] != "ok"]
+    assert not failing
 
 
 def check(prom: Prometheus, e: Expression) -> list[str]:
