@@ -27,12 +27,13 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # ffmpeg/ffprobe for the runner; openssl for the control plane's PKI; faketime for the test
-# of a controller whose wall clock is a day ahead (tests/e2e/test_takeover.py).
+# of a controller whose wall clock is a day ahead (tests/e2e/test_takeover.py); tmux for the
+# test of `audiojob status --watch` on a real terminal (tests/controller/test_status.py).
 system-deps:
 	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null && command -v openssl >/dev/null \
-	  && command -v faketime >/dev/null || { \
-	  echo "==> apt-get install ffmpeg openssl faketime"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg openssl faketime; }
+	  && command -v faketime >/dev/null && command -v tmux >/dev/null || { \
+	  echo "==> apt-get install ffmpeg openssl faketime tmux"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg openssl faketime tmux; }
 
 binaries:
 	bash devcluster/build-binaries.sh

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -142,10 +143,36 @@ def histogram_quantiles(text: str, name: str, qs: tuple[float, ...]) -> dict[flo
     return out
 
 
-def wait_terminal(db_path: Path, n: int, timeout: float, proc: subprocess.Popen[bytes]) -> float:
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One look at a run: seconds since its start, rows terminal, the controller's RSS."""
+
+    t: float
+    terminal: int
+    rss_mib: float
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def wait_terminal(
+    db_path: Path,
+    n: int,
+    timeout: float,
+    proc: subprocess.Popen[bytes],
+    samples: list[Sample] | None = None,
+) -> float:
+    """Seconds until `n` rows are terminal; each look is appended to `samples` (the plots)."""
     start = time.monotonic()
     while True:
-        if terminal_count(db_path) >= n:
+        done = terminal_count(db_path)
+        if samples is not None:
+            samples.append(Sample(time.monotonic() - start, done, rss_mib(proc.pid)))
+        if done >= n:
             return time.monotonic() - start
         if proc.poll() is not None:
             raise RuntimeError(f"controller exited with {proc.returncode}")

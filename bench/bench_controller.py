@@ -42,8 +42,10 @@ sys.path.insert(0, str(REPO))
 
 import kubernetes  # noqa: E402
 
+from bench import _plots as plots  # noqa: E402
 from bench._job_watch import JobWatch  # noqa: E402
 from bench._runs import (  # noqa: E402
+    Sample,
     check_once,
     histogram_quantiles,
     insert_rows,
@@ -97,9 +99,10 @@ def drain(
     n: int,
     max_concurrent: int,
     pod_seconds: int,
+    samples: list[Sample] | None = None,
 ) -> tuple[float, float, float, str]:
     """(seconds until all n rows are terminal, peak RSS MiB, CPU s, /metrics) of one controller
-    on a database file."""
+    on a database file; its progress and RSS over time go to `samples`."""
     proc, port = start_bench_controller(
         cluster,
         namespace,
@@ -109,7 +112,7 @@ def drain(
         pod_seconds=pod_seconds,
     )
     try:
-        wall = wait_terminal(db, n, timeout=1800, proc=proc)
+        wall = wait_terminal(db, n, timeout=1800, proc=proc, samples=samples)
         rss, cpu = proc_usage(proc.pid)
         return wall, rss, cpu, scrape(port)
     finally:
@@ -211,9 +214,14 @@ def run_large(cluster: LocalCluster, n: int, tmp: Path, max_concurrent: int) -> 
     ns = new_namespace(cluster)
     db = tmp / "l.db"
     insert_rows(db, n, "l")
+    samples: list[Sample] = []
     wall, rss, cpu, _ = drain(
-        cluster, ns, db, tmp / "controller-l.log", n=n, max_concurrent=max_concurrent, pod_seconds=1
-    )
+        cluster, ns, db, tmp / "controller-l.log", n=n, max_concurrent=max_concurrent,
+        pod_seconds=1, samples=samples,
+    )  # fmt: skip
+    title = f"{n:,} rows, max_concurrent {max_concurrent:,}, 1 s pods"
+    for path in plots.write("large", samples, plots.claim_to_running_seconds(db), title):
+        print(f"  wrote {path.relative_to(REPO)}", flush=True)
     return {
         "n": n,
         "max_concurrent": max_concurrent,

@@ -1,4 +1,5 @@
-"""`audiojob-controller` / `python -m controller`: run the operator."""
+"""`audiojob-controller` / `python -m controller`: run the operator (`python -m controller
+status`: the status view, controller.status)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ def _stop_before_kopf_runs(signum: int, frame: FrameType | None) -> None:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["status"]:  # `python -m controller status`, as `audiojob status`
+        from controller.status import main as status  # noqa: PLC0415
+
+        return status(sys.argv[1:])
     # Kubernetes (or KEDA scaling back to zero) may send SIGTERM while we are still importing
     # kopf and the Kubernetes client, which takes seconds; that must still be exit 0.
     signal.signal(signal.SIGTERM, _stop_before_kopf_runs)

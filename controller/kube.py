@@ -35,7 +35,7 @@ import kubernetes
 from kubernetes.client.rest import should_bypass_proxies
 
 from controller.builders import MANAGED_SELECTOR
-from controller.metrics import API_REQUESTS
+from controller.metrics import kube_call
 
 LIST_PAGE = 250
 """Objects per page of a relist."""
@@ -208,6 +208,7 @@ class Kube:
         if self._session is not None:
             await self._session.close()
 
+    @kube_call
     async def _call(
         self,
         what: str,
@@ -221,7 +222,6 @@ class Kube:
     ) -> dict[str, Any]:
         """One request; the answer as JSON (an empty dict when the caller needs only the
         status). Errors are KubeError, with the HTTP status when there was one."""
-        API_REQUESTS.labels(verb=what.split(" ", 1)[0]).inc()
         headers = self.headers()
         data = None
         if body is not None:

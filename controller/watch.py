@@ -29,6 +29,7 @@ from typing import Any
 
 import aiohttp
 
+from controller import metrics as m
 from controller.builders import MANAGED_SELECTOR
 from controller.engine.view import View
 from controller.kube import Kube, KubeError, http_error
@@ -83,6 +84,7 @@ class Watcher:
                 lines = await self._stream(kind)
             except Gone:
                 self.gone_count += 1
+                m.watch_ended(kind, relist=True)
                 log.info("the %s watch's version expired; relisting", kind)
                 self.versions[kind] = None
                 generation = self.view.generation
@@ -90,6 +92,7 @@ class Watcher:
                 continue
             except (aiohttp.ClientError, OSError, TimeoutError, KubeError, ValueError) as e:
                 # The API server is away or restarting: resume from where we were.
+                m.watch_ended(kind, relist=False)
                 log.warning("the %s watch failed, resuming in %.1f s: %s", kind, backoff, e)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_SECONDS[1])
@@ -121,6 +124,7 @@ class Watcher:
                 raise Gone()
             if resp.status >= 400:
                 raise http_error(what, resp.status, resp.reason, await resp.read())
+            m.watch_streaming(kind)
             async for line in resp.content:
                 if line.strip():
                     read += 1

@@ -22,11 +22,14 @@ PROMETHEUS_OPERATOR_VERSION=v0.85.0
 CNI_VERSION=v1.10.0
 # Builds the project's image from its Dockerfile (make image).
 BUILDKIT_VERSION=v0.34.2
+# Prometheus 3.16.0 (its Go module is tagged v0.<major><minor>.<patch>) and promtool: the
+# e2e test scrapes the controller with it and evaluates every dashboard and alert expression.
+PROMETHEUS_VERSION=v0.316.0 PROMETHEUS_RELEASE=3.16.0
 
 CACHE=${AUDIOJOB_CACHE:-$HOME/.cache/audiojob-operator}
 BIN=$CACHE/bin
 K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
-ALL_BINS=("${K8S_BINS[@]}" etcd kwok helm keda-operator buildkitd buildctl)
+ALL_BINS=("${K8S_BINS[@]}" etcd kwok helm keda-operator buildkitd buildctl prometheus promtool)
 # The real node's: the kubelet, and the CNI plugins its pod network uses (no portmap: pods here
 # have no host ports, and each plugin left out is host state that cannot leak).
 CNI_PLUGINS=(bridge host-local loopback)
@@ -36,16 +39,18 @@ PAUSE_SRC=$(cd "$(dirname "$0")" && pwd)/node/pause.c
 # Real CRDs from the Go module proxy, for server-side validation of what the chart renders.
 fetch_crds() {
   local crds=$CACHE/crds
-  [[ -f $crds/.version && "$(cat "$crds/.version")" == "$KEDA_VERSION $PROMETHEUS_OPERATOR_VERSION" ]] && return
+  # The stamp names the files too, so a cache made before a CRD was added is fetched anew.
+  local want="$KEDA_VERSION $PROMETHEUS_OPERATOR_VERSION servicemonitors prometheusrules"
+  [[ -f $crds/.version && "$(cat "$crds/.version")" == "$want" ]] && return
   local t0=$SECONDS keda prom
   echo "==> CRDs: KEDA $KEDA_VERSION, prometheus-operator $PROMETHEUS_OPERATOR_VERSION"
   keda=$(GOTOOLCHAIN=local GOFLAGS= go mod download -json "github.com/kedacore/keda/v2@$KEDA_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
   prom=$(GOTOOLCHAIN=local GOFLAGS= go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
   rm -rf "$crds" && mkdir -p "$crds"
   cp "$keda"/config/crd/bases/keda.sh_*.yaml "$crds/"
-  cp "$prom/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" "$crds/"
+  cp "$prom"/example/prometheus-operator-crd/monitoring.coreos.com_{servicemonitors,prometheusrules}.yaml "$crds/"
   chmod u+w "$crds"/*.yaml
-  echo "$KEDA_VERSION $PROMETHEUS_OPERATOR_VERSION" > "$crds/.version"
+  echo "$want" > "$crds/.version"
   echo "    CRDs took $((SECONDS - t0))s"
 }
 mkdir -p "$CACHE"
@@ -167,6 +172,16 @@ build_go_install() { # NAME MODULE/PATH VERSION LDFLAGS
   stamp "$version" "$name"
 }
 
+build_prometheus() {
+  local c
+  for c in prometheus promtool; do
+    step "go install $c $PROMETHEUS_VERSION" env GOBIN="$BIN" go install -trimpath -tags remove_all_sd \
+      -ldflags "-s -w -X github.com/prometheus/common/version.Version=$PROMETHEUS_RELEASE" \
+      "github.com/prometheus/prometheus/cmd/$c@$PROMETHEUS_VERSION"
+  done
+  stamp "$PROMETHEUS_VERSION" prometheus promtool
+}
+
 t_all=$SECONDS
 have "$K8S_VERSION" "${K8S_BINS[@]}" || build_kubernetes "${K8S_BINS[@]}"
 have "$ETCD_VERSION" etcd || build_etcd
@@ -178,6 +193,9 @@ have "$KEDA_VERSION" keda-operator || build_in_module_copy keda github.com/kedac
 have "$BUILDKIT_VERSION" buildkitd buildctl || build_in_module_copy buildkit github.com/moby/buildkit \
   "$BUILDKIT_VERSION" "-X github.com/moby/buildkit/version.Version=$BUILDKIT_VERSION" \
   buildkitd=./cmd/buildkitd buildctl=./cmd/buildctl
+# Only static scrape configs are used: remove_all_sd leaves out every service-discovery plugin
+# (cloud SDKs), and without builtinassets the web UI is not embedded (the tests use the API).
+have "$PROMETHEUS_VERSION" prometheus promtool || build_prometheus
 
 # -- the real node -------------------------------------------------------------------------
 node_packages() {

@@ -63,7 +63,7 @@ def binary(name: str) -> Path:
         raise FileNotFoundError(
             f"{path} is missing: run `make binaries` (or point AUDIOJOB_TEST_ASSETS at a "
             "directory holding etcd, kube-apiserver, kube-controller-manager, kube-scheduler, "
-            "kwok, kubectl, helm and keda-operator)"
+            "kwok, kubectl, helm, keda-operator, prometheus and promtool)"
         )
     return path
 

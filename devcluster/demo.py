@@ -4,8 +4,9 @@ Starts the local control plane and the real node (containerd + kubelet), runs th
 on the embedded default database (a local SQLite file) and plays the web app: it inserts rows —
 an ingest of audio served by a server on this machine, a source that 404s, a bad payload, a long
 ingest it cancels while ffmpeg runs — and, once the ingest is done, a preview and a save with an
-edit list. It prints the rows (stage, progress) and `kubectl get pods` as they change, then the
-results and where the output files are. Where the real node cannot start, it says why and falls
+edit list. It prints the rows (stage, progress) and `kubectl get pods` with each pod's job, type,
+stage and progress (`POD_COLUMNS`, as the README shows it) as they change, then the results and
+where the output files are. Where the real node cannot start, it says why and falls
 back to kwok's simulated pods (nothing is downloaded or transcoded there).
 """
 
@@ -34,6 +35,7 @@ from devcluster.demo_scenes import (
 from devcluster.image import build_image
 from devcluster.node import NodeUnavailable
 from devcluster.pybase import MissingToolError
+from runner.contract import POD_COLUMNS
 
 DEADLINE_SECONDS = 240
 
@@ -95,10 +97,10 @@ async def play(scene: Scene, db: DbSettings, cluster: LocalCluster) -> dict[str,
                     watch = asyncio.to_thread(ffmpeg_gone_after, cluster, row.k8s_job, t0)
                     cancel_watch = asyncio.ensure_future(watch)
             print_rows(rows)
+            columns = f"custom-columns={POD_COLUMNS}"
             pods = await asyncio.to_thread(
-                cluster.kubectl, "get", "pods", "-n", NAMESPACE, "-o", "wide", "--no-headers",
-                check=False,
-            )  # fmt: skip
+                cluster.kubectl, "get", "pods", "-n", NAMESPACE, "-o", columns, check=False
+            )
             kind = "real pods" if scene.real else "SIMULATED by kwok"
             print(f"kubectl get pods ({kind}):")
             print("".join(f"  {line[:150]}\n" for line in pods.stdout.splitlines()) or "  (none)\n")

@@ -33,6 +33,24 @@ PROGRESS_ANNOTATIONS = (ANN_STAGE, ANN_PROGRESS, ANN_HEARTBEAT)
 MANAGED_ANNOTATIONS = frozenset({ANN_JOB_ID, ANN_TRACE_ID, *PROGRESS_ANNOTATIONS})
 """Pod annotations only the controller and the runner write: what ties a pod to its row."""
 
+
+def _key(key: str) -> str:
+    return key.replace(".", "\\.")  # kubectl's field paths escape the dots inside a key
+
+
+# `kubectl get pods -o custom-columns=…`: what each runner pod does (README, the demo).
+POD_COLUMNS = ",".join(
+    (
+        "POD:.metadata.name",
+        f"JOB:.metadata.labels.{_key(LABEL_JOB_KEY)}",
+        f"TYPE:.metadata.labels.{_key(LABEL_TYPE)}",
+        f"TRY:.metadata.labels.{_key(LABEL_ATTEMPT)}",
+        "PHASE:.status.phase",
+        f"STAGE:.metadata.annotations.{_key(ANN_STAGE)}",
+        f"PROGRESS:.metadata.annotations.{_key(ANN_PROGRESS)}",
+    )
+)
+
 # Runner environment.
 ENV_ID = "AUDIOJOB_ID"
 ENV_TYPE = "AUDIOJOB_TYPE"

@@ -63,6 +63,8 @@ class Attempt:
     kill_then: Fail | Retry | None = None
     recorded_start: bool = False
     k8s_job_recorded: bool = True
+    claimed_here: bool = False
+    """Claimed by this process (not adopted): its claim-to-Running latency is ours to time."""
 
     @classmethod
     def from_row(cls, row: JobRow, *, claimed_now: bool = False) -> Attempt:
@@ -75,6 +77,7 @@ class Attempt:
             claimed_ms=now_ms() if claimed_now else (row.started_at or row.updated_at),
             job_created=row.k8s_job is not None and not claimed_now,
             created_mono=time.monotonic(),
+            claimed_here=claimed_now,
         )
 
     @property
@@ -106,6 +109,11 @@ class Attempts:
 
     def __iter__(self) -> Iterator[Attempt]:
         return iter(list(self._running.values()))
+
+    def oldest_waiting_seconds(self) -> float:
+        """Since claim, of the oldest attempt whose pod has not been seen started; 0 if none."""
+        claims = [a.claimed_ms for a in self._running.values() if not a.recorded_start]
+        return max(0, now_ms() - min(claims)) / 1000 if claims else 0.0
 
     def add(self, a: Attempt) -> None:
         self._running[a.job_id] = a
@@ -147,6 +155,8 @@ class Attempts:
     def started(self, a: Attempt, pod: PodView, now: int) -> None:
         """Note the attempt's pod started; `record` writes it."""
         a.recorded_start = True
+        if a.claimed_here:
+            m.CLAIM_TO_RUNNING.labels(type=a.job_type).observe(max(0, now - a.claimed_ms) / 1000)
         self._starts.append(
             (a, Started(a.job_id, a.attempt, pod.name, pod.node, pod.started_ms or now))
         )

@@ -111,6 +111,11 @@ class Engine:
         """Capacity came free since the last claim: claim before the poll interval is up."""
         self._leader_task: asyncio.Task[None] | None = None
         self._clocks_of: dict[str, Clocks] = {}
+        # Read at scrape time, so they are right between cycles and while a cycle is stuck.
+        m.LEADER.set_function(lambda: 1 if self.leader.acting() else 0)
+        m.RUNNING.set_function(lambda: len(self.attempts))
+        m.OWED.set_function(lambda: len(self.outcomes))
+        m.OLDEST_WAITING.set_function(self.attempts.oldest_waiting_seconds)
 
     # -- the loop ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -138,11 +143,14 @@ class Engine:
                 delay = self.settings.claim.poll_interval_seconds
             except (StoreError, KubeError) as e:
                 # An outage: keep what we owe, back off, catch up when it is back.
-                (m.DB_ERRORS if isinstance(e, StoreError) else m.API_ERRORS).inc()
+                m.CYCLE_ERRORS.labels(
+                    cause="database" if isinstance(e, StoreError) else "kubernetes"
+                ).inc()
                 log.warning("cycle interrupted, retrying in %.0f s: %s", backoff, e)
                 delay, backoff = backoff, min(backoff * 2, 30.0)
             except Exception:
                 log.exception("unexpected error in the engine cycle")
+                m.CYCLE_ERRORS.labels(cause="unexpected").inc()
                 delay = self.settings.claim.poll_interval_seconds
             await asyncio.sleep(MIN_CYCLE_GAP_SECONDS)
             self.wake.clear()
@@ -231,8 +239,8 @@ class Engine:
             await self._claim()
         if not self.stopping:
             self.pruner.poke()  # its own task: deleting history never holds up this cycle
-        m.RUNNING.set(len(self.attempts))
         self.last_cycle_ms = now_ms()
+        m.LAST_CYCLE.set(self.last_cycle_ms / 1000)
 
     def _due(self, last: float, setting: str) -> bool:
         interval: float = getattr(self.settings.claim, setting)
@@ -358,12 +366,6 @@ class Engine:
             await self.attempts.record()
             if not full:
                 return
-
-    # -- queue depth for metrics ------------------------------------------------------------
-    async def count_queue(self) -> None:
-        counts = await self.store.counts(cap=self.settings.metrics.queue_count_cap)
-        m.QUEUE.labels(state="pending").set(counts.pending)
-        m.QUEUE.labels(state="inflight").set(counts.inflight)
 
     def health(self) -> dict[str, Any]:
         return {

@@ -33,6 +33,8 @@ class Owed:
     outcome: Complete | Fail | Retry
     exit_code: int | None = None
     reason: str | None = None
+    started_ms: int = 0
+    """When its pod started (else when it was claimed): the run duration's start."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,7 @@ class Outcomes:
             outcome,
             exit_code=pod.exit_code if pod else None,
             reason=(pod.term_reason if pod else None) or type(outcome).__name__.lower(),
+            started_ms=(pod.started_ms if pod else None) or a.claimed_ms,
         )
 
     async def flush(self) -> None:
@@ -129,8 +132,15 @@ class Outcomes:
         a, o = owed.attempt, owed.outcome
         if self._owed.get(a.job_id) is owed:
             del self._owed[a.job_id]
-        m.OUTCOMES.labels(outcome=label if res != "stale" else "stale").inc()
-        self._ends.append(Ended(a.job_id, a.attempt, owed.exit_code, owed.reason, now_ms()))
+        ended = now_ms()
+        m.run_ended(
+            job_type=a.job_type,
+            outcome=_metric_outcome(o, res),
+            kind=getattr(o, "kind", None),
+            started_ms=owed.started_ms,
+            now_ms=ended,
+        )
+        self._ends.append(Ended(a.job_id, a.attempt, owed.exit_code, owed.reason, ended))
         text = getattr(o, "error", "completed")
         log.info("recorded %s: %s", label, text, extra=a.fields(write=res))
         return Recorded(a, label if res != "stale" else "", text, isinstance(o, Complete))
@@ -155,3 +165,12 @@ class Outcomes:
             await self._kube.event(a.name, uid, reason.capitalize(), message, warning=warning)
         except KubeError as e:
             log.debug("could not post event: %s", e)
+
+
+def _metric_outcome(outcome: Complete | Fail | Retry, res: str) -> str:
+    """audiojob_outcomes_total's outcome: what the write did to the row."""
+    if res == "stale":
+        return "stale"
+    if isinstance(outcome, Complete):
+        return "complete"
+    return "retried" if res == "requeued" else "failed"

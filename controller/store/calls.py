@@ -68,6 +68,7 @@ _KINDS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"list rows of dead installations", "takeover_check"),
         (r"take over ", "takeover"),
         (r"count rows", "count"),
+        (r"count (live|recent) rows|list (rows in flight|recent failures)", "census"),
         (r"prune ", "retention"),
         (r"insert job ", "insert"),
         (r"cancel job ", "cancel"),
@@ -122,21 +123,33 @@ class Calls:
     async def run(
         self, sql: str, args: Args, what: str, *, kind: str | None = None
     ) -> tuple[ResultSet, bool]:
-        return await self.exec(lambda _: self.backend.execute(sql, args), what, kind=kind)
+        return await self.exec(
+            lambda _: self.backend.execute(sql, args), what, kind=kind, statement=m.sql_verb(sql)
+        )
 
     async def batch(
         self, stmts: list[tuple[str, Args]], what: str, *, kind: str | None = None
     ) -> list[ResultSet]:
-        results, _ = await self.exec(lambda _: self.backend.batch(stmts), what, kind=kind)
+        results, _ = await self.exec(
+            lambda _: self.backend.batch(stmts), what, kind=kind, statement="batch"
+        )
         return results
 
     async def exec(
-        self, call: Callable[[bool], Awaitable[T]], what: str, *, kind: str | None = None
+        self,
+        call: Callable[[bool], Awaitable[T]],
+        what: str,
+        *,
+        kind: str | None = None,
+        statement: str | None = None,
     ) -> tuple[T, bool]:
         """Run one database call with a deadline and retries; say if an earlier try may have
         committed without our hearing back. `call` is told that too, before each try.
 
-        `kind` labels the rows-read metrics; without it, it is read from `what`."""
+        `kind` labels the rows-read metrics; without it, it is read from `what`. `statement`
+        labels the latency metrics (the SQL verb; a direct call, the claim, is named by the
+        first word of `what`)."""
+        label = statement or m.sql_verb(what)
         tries = 0
         ambiguous = False
         started = time.monotonic()
@@ -146,14 +159,19 @@ class Calls:
             try:
                 result = await asyncio.wait_for(call(ambiguous), self._timeout)
                 self._bill(result, kind or statement_kind(what))
+                m.observe_db(label, started, ok=True)
                 return result, ambiguous
             except Exception as e:
                 fault = classify(e)
+                m.DB_ERRORS.labels(kind=fault.kind).inc()
                 if not fault.transient:
+                    # A refused statement (constraint, syntax) was answered: the database is up.
+                    m.observe_db(label, started, ok=fault.kind == "sql")
                     raise StoreError(self.message(f"{what}: {fault.description}")) from None
                 ambiguous = ambiguous or fault.maybe_applied
                 budget = self._retry.busy_attempts if fault.busy else self._retry.attempts
                 if tries >= budget:
+                    m.observe_db(label, started, ok=False)
                     spent = time.monotonic() - started
                     raise StoreUnavailable(
                         self.message(

@@ -38,6 +38,8 @@ class Fault:
     reconnect: bool
     """The connection is suspect: forget its streams before the next try."""
     description: str
+    kind: str = "other"
+    """A short, bounded name for metrics (audiojob_db_errors_total{kind})."""
     busy: bool = False
     """Lock contention that clears within milliseconds: many short tries."""
     retry_after: float | None = None
@@ -57,11 +59,15 @@ def classify(error: BaseException) -> Fault:
     if isinstance(error, sqlite3.Error):
         return _classify_sqlite(error)
     if isinstance(error, asyncio.TimeoutError | TimeoutError):
-        return Fault(True, True, True, "the database did not answer within the statement timeout")
+        return Fault(
+            True, True, True, "the database did not answer within the statement timeout", "timeout"
+        )
     if isinstance(error, aiohttp.ClientError | ConnectionError | OSError):
         # A connector error means nothing was sent, so no write can have landed.
         never_sent = isinstance(error, aiohttp.ClientConnectorError)
-        return Fault(True, not never_sent, True, f"connection to the database failed ({error})")
+        return Fault(
+            True, not never_sent, True, f"connection to the database failed ({error})", "connection"
+        )
     return Fault(False, False, False, f"{type(error).__name__}: {error}")
 
 
@@ -69,18 +75,29 @@ def _classify_hrana(error: HranaError) -> Fault:
     code, status, text = error.code or "", error.status, str(error)
     if status is None:
         if code.startswith(_BUSY_PREFIXES):
-            return Fault(True, False, False, f"database is locked ({text})", busy=True)
+            return Fault(True, False, False, f"database is locked ({text})", "locked", busy=True)
         if code in _TX_CODES:
-            return Fault(True, False, False, f"database is busy ({text})")
+            return Fault(True, False, False, f"database is busy ({text})", "busy")
         if code == "BLOCKED":
             # Turso refuses statements once a quota is exhausted; it lifts when the quota
             # resets or the plan is raised, so this is retried like an outage.
-            return Fault(True, False, False, f"Turso refused the statement: quota ({text})")
-        return Fault(False, False, False, text)
+            return Fault(
+                True, False, False, f"Turso refused the statement: quota ({text})", "blocked"
+            )
+        return Fault(False, False, False, text, "sql")
     if status == 429:
-        return Fault(True, False, False, f"rate limited ({text})", retry_after=error.retry_after)
+        return Fault(
+            True,
+            False,
+            False,
+            f"rate limited ({text})",
+            "rate_limited",
+            retry_after=error.retry_after,
+        )
     if status in (401, 403):
-        return Fault(False, False, False, f"authentication failed ({text}); check TURSO_AUTH_TOKEN")
+        return Fault(
+            False, False, False, f"authentication failed ({text}); check TURSO_AUTH_TOKEN", "auth"
+        )
     if status == 404:
         return Fault(
             False,
@@ -88,6 +105,7 @@ def _classify_hrana(error: HranaError) -> Fault:
             False,
             f"no Hrana-over-HTTP endpoint ({text}); the URL must name a libSQL server"
             " (sqld or Turso) that serves /v2/pipeline",
+            "not_found",
         )
     if status >= 500:
         # 503 is refused before any work; behind a proxy, 500/502/504 may hide a statement
@@ -97,6 +115,7 @@ def _classify_hrana(error: HranaError) -> Fault:
             status != 503,
             True,
             f"database server error ({text})",
+            "server",
             retry_after=error.retry_after,
         )
     return Fault(False, False, True, text)
@@ -106,8 +125,8 @@ def _classify_sqlite(error: sqlite3.Error) -> Fault:
     name = getattr(error, "sqlite_errorname", "") or ""
     text = f"{name or type(error).__name__}: {error}"
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "database is locked" in str(error):
-        return Fault(True, False, False, f"database is locked ({text})", busy=True)
-    return Fault(False, False, False, text)
+        return Fault(True, False, False, f"database is locked ({text})", "locked", busy=True)
+    return Fault(False, False, False, text, "sql")
 
 
 def redact(text: str, secret: str | None) -> str:

@@ -60,6 +60,10 @@ async def test_queue_and_metrics_report_counts(db: DbSettings, seeded: JobStore)
                 text = await r.text()
             assert "audiojob_queue_pending 3.0" in text
             assert "audiojob_queue_inflight 2.0" in text
+            assert 'audiojob_rows{status="pending",type="ingest"} 3.0' in text
+            assert 'audiojob_rows{status="processing",type="ingest"} 2.0' in text
+            assert 'audiojob_rows{status="pending",type="save"} 0.0' in text
+            assert "audiojob_db_statement_duration_seconds_count" in text
             async with http.get(f"{base}/healthz") as r:
                 assert r.status == 200
 
@@ -107,11 +111,15 @@ async def test_database_error_answers_503_with_a_sentence(tmp_path: Path) -> Non
     runner, base = await serve(build_app(QueueCounter(bad, cache_seconds=0)))
     try:
         async with aiohttp.ClientSession() as http:
-            for path in ("/queue", "/metrics"):
-                async with http.get(f"{base}{path}") as r:
-                    assert r.status == 503
-                    body = await r.json()
-                    assert body["error"].startswith("cannot count the job queue: ")
+            async with http.get(f"{base}/queue") as r:
+                assert r.status == 503
+                body = await r.json()
+                assert body["error"].startswith("cannot count the job queue: ")
+            async with http.get(f"{base}/metrics") as r:
+                assert r.status == 200, "a scrape still tells that the database is away"
+                text = await r.text()
+                assert "audiojob_db_up 0.0" in text
+                assert "audiojob_queue_pending" not in text, "no stale count"
             async with http.get(f"{base}/healthz") as r:
                 assert r.status == 200
     finally:

@@ -9,6 +9,7 @@ from pathlib import Path
 import kubernetes
 import pytest
 from kubernetes.config.incluster_config import InClusterConfigLoader
+from prometheus_client import REGISTRY
 
 from controller.kube import Kube, KubeError
 from devcluster.controlplane import LocalCluster
@@ -61,6 +62,9 @@ async def test_a_service_account_token_lists_and_writes_what_its_role_allows(
         assert refused.value.status == 403 and not refused.value.transient
         # With the API's own sentence, naming who was refused what.
         assert "create Job: HTTP 403" in str(refused.value)
+        assert REGISTRY.get_sample_value(
+            "audiojob_api_request_errors_total", {"verb": "create", "code": "403"}
+        )
         assert f"system:serviceaccount:{namespace}:default" in str(refused.value)
     finally:
         await kube.close()

@@ -13,12 +13,17 @@ from typing import Any
 
 import kubernetes
 import pytest
+from prometheus_client import REGISTRY
 
 from controller.engine.view import View
 from controller.kube import Kube
 from controller.watch import Watcher
 from devcluster.controlplane import LocalCluster
 from tests.helpers import async_wait_for
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def job_body(name: str, **annotations: str) -> dict[str, Any]:
@@ -150,10 +155,12 @@ async def test_an_expired_version_relists_and_misses_nothing(
     watched.create("aj-new")
     await asyncio.to_thread(cluster.restart_apiserver)
     compact_etcd(cluster)
+    relists = sample("audiojob_watch_relists_total", kind="job")
     task = await run(watched.watcher)
     try:
         await watched.until_seen("aj-new", gone=("aj-old",))
         assert watched.watcher.gone_count >= 1
+        assert sample("audiojob_watch_relists_total", kind="job") >= relists + 1
         assert watched.view.generation >= 2, "a relist replaced the view"
         # And it watches on from the new list's version.
         watched.create("aj-later")
@@ -166,10 +173,12 @@ async def test_an_api_server_restart_mid_watch_is_survived(
     watched: Fixture, cluster: LocalCluster
 ) -> None:
     await watched.view.relist(watched.kube)
+    restarts = sample("audiojob_watch_restarts_total", kind="pod")
     task = await run(watched.watcher)
     try:
         watched.create("aj-a")
         await watched.until_seen("aj-a")
+        assert sample("audiojob_watch_up", kind="job") == 1
         # Blocking (it waits for /readyz): off the loop, so the watches see the drop.
         await asyncio.to_thread(cluster.restart_apiserver, down_seconds=2)
         watched.delete("aj-a")
@@ -177,5 +186,11 @@ async def test_an_api_server_restart_mid_watch_is_survived(
         watched.create(name)
         await watched.until_seen(name, gone=("aj-a",))
         assert not task.done(), "the watches must outlive the restart"
+        assert sample("audiojob_watch_restarts_total", kind="pod") >= restarts + 1
+
+        async def pod_watch_up() -> bool:
+            return sample("audiojob_watch_up", kind="pod") == 1
+
+        await async_wait_for(pod_watch_up, timeout=60, message="the pod watch streams again")
     finally:
         await stop(task)
