@@ -32,3 +32,24 @@ API_REQUESTS = Counter(
     "Kubernetes API requests the controller sent (one per watch request, verb watch)",
     ["verb"],
 )
+
+# -- the watches and the engine's liveness (controller.watch, controller.health)
+WATCH_UP = Gauge(
+    "audiojob_watch_up",
+    "1 while the watch on this kind is streaming, 0 while it is resuming, relisting or stopped",
+    ["kind"],
+)
+WATCH_RESTARTS = Counter(
+    "audiojob_watch_restarts_total",
+    "Watch requests sent again after the server ended one or the connection failed",
+    ["kind"],
+)
+WATCH_RELISTS = Counter(
+    "audiojob_watch_relists_total",
+    "Relists a watch asked for because its resourceVersion expired (410) or was ahead (504)",
+    ["kind"],
+)
+LAST_CYCLE = Gauge(
+    "audiojob_last_cycle_timestamp_seconds",
+    "Unix time when the engine last completed a cycle",
+)

@@ -96,6 +96,10 @@ class Engine:
         self.stopping = False
         self.ready = False
         self.last_cycle_ms = 0
+        self.turned_mono = time.monotonic()
+        """When the loop last came round (a cycle done or failed, or a standby's wait):
+        controller.health judges a stuck loop by it."""
+        self._wait = settings.claim.poll_interval_seconds
         self._adopted = False
         self._last_reconcile = 0.0
         self._last_takeover = float("-inf")
@@ -122,10 +126,9 @@ class Engine:
             if not self.leader.acting():
                 self.ready = False
                 self.wake.clear()
+                self._turned(self.settings.ownership.retry_period_seconds)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self.wake.wait(), timeout=self.settings.ownership.retry_period_seconds
-                    )
+                    await asyncio.wait_for(self.wake.wait(), timeout=self._wait)
                 continue
             try:
                 await self.cycle()
@@ -140,10 +143,20 @@ class Engine:
             except Exception:
                 log.exception("unexpected error in the engine cycle")
                 delay = self.settings.claim.poll_interval_seconds
+            self._turned(delay)
             await asyncio.sleep(MIN_CYCLE_GAP_SECONDS)
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=delay)
+
+    def _turned(self, wait: float) -> None:
+        self.turned_mono = time.monotonic()
+        self._wait = wait
+
+    def interval(self) -> float:
+        """How long the loop may take to come round: the poll interval, or the current wait
+        when it is longer (an outage's backoff)."""
+        return max(self.settings.claim.poll_interval_seconds, self._wait)
 
     def observe(self, kind: str, event: str, body: dict[str, Any]) -> None:
         """A watch event about a managed Job or pod (controller.watch): index it, act now."""
@@ -225,6 +238,7 @@ class Engine:
             await self._claim()
         m.RUNNING.set(len(self.attempts))
         self.last_cycle_ms = now_ms()
+        m.LAST_CYCLE.set(self.last_cycle_ms / 1000)
 
     def _due(self, last: float, setting: str) -> bool:
         interval: float = getattr(self.settings.claim, setting)
