@@ -11,9 +11,10 @@ What kopf does not do: it watches nothing and writes nothing. There are no resou
 (its per-object machinery for every Job and pod event was most of the controller's CPU per Job,
 README "Measured"; our watches keep only what the view needs), scanning is off (no cluster-wide
 list or watch of CRDs or namespaces, which the chart's namespaced Role could not allow anyway),
-it runs standalone (no peering objects) and posts no Events. Its API calls are its login and one
-discovery request at start. Its liveness probe does not fit: it serves one path on a port of its
-own and caches answers for 10 s, where the chart probes /healthz and /readyz beside /metrics
+it runs standalone (no peering objects) and posts no Events. Its only API requests are API
+discovery at start (five GETs: /api, /api/v1, /apis and two groups; its login reads the
+credentials locally). Its liveness probe does not fit: it serves one path on a port of its own
+and caches answers for 10 s, where the chart probes /healthz and /readyz beside /metrics
 (controller.health)."""
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from controller.engine import Engine
 from controller.health import liveness
 from controller.kube import Kube
 from controller.settings import load_settings
-from controller.store import JobStore
+from controller.store import JobStore, StoreError, StoreUnavailable
 from controller.watch import Watcher
 
 log = logging.getLogger("audiojob.handlers")
@@ -44,7 +45,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.scanning.disabled = True
 
     config = load_settings()
-    store = await JobStore.open(config.db)
+    try:
+        store = await JobStore.open(config.db)
+    except StoreUnavailable:
+        raise  # the database is away: kopf tries the start-up again
+    except StoreError as e:
+        # A wrong address or token: trying again cannot help, so stop with the sentence.
+        raise kopf.PermanentError(str(e)) from None
     store.payload_rules = config.runner.network_rules
     kube: Kube | None = None
     http: web.AppRunner | None = None

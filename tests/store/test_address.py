@@ -19,31 +19,30 @@ from controller.store.errors import StoreUnavailable
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
+async def serve_websocket_only(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    head = (await reader.readuntil(b"\r\n\r\n")).decode()
+    headers = {
+        k.strip().lower(): v.strip()
+        for k, _, v in (line.partition(":") for line in head.split("\r\n")[1:] if line)
+    }
+    if headers.get("upgrade", "").lower() == "websocket":
+        # SHA-1 is the WebSocket handshake's own (RFC 6455), not a choice.
+        digest = hashlib.sha1((headers["sec-websocket-key"] + WS_GUID).encode()).digest()
+        accept = base64.b64encode(digest).decode()
+        writer.write(
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
+                "Sec-WebSocket-Protocol: hrana3\r\n\r\n"
+            ).encode()
+        )
+        await writer.drain()
+    writer.close()
+
+
 @pytest.fixture
 async def ws_only() -> AsyncIterator[int]:
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = (await reader.readuntil(b"\r\n\r\n")).decode()
-        headers = {
-            k.strip().lower(): v.strip()
-            for k, _, v in (line.partition(":") for line in head.split("\r\n")[1:] if line)
-        }
-        if headers.get("upgrade", "").lower() == "websocket":
-            accept = base64.b64encode(
-                hashlib.sha1(
-                    (headers["sec-websocket-key"] + WS_GUID).encode()
-                ).digest()  # the WebSocket handshake's own hash
-            ).decode()
-            writer.write(
-                (
-                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                    f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
-                    "Sec-WebSocket-Protocol: hrana3\r\n\r\n"
-                ).encode()
-            )
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    server = await asyncio.start_server(serve_websocket_only, "127.0.0.1", 0)
     yield server.sockets[0].getsockname()[1]
     server.close()
     await server.wait_closed()
