@@ -30,17 +30,11 @@ def main() -> int:
         handlers,  # noqa: F401  # registers the kopf handlers
         logs,
     )
-    from controller.kube import KubeError, check_transport  # noqa: PLC0415
     from controller.settings import SettingsError, load_settings  # noqa: PLC0415
 
     try:
         settings = load_settings()
     except SettingsError as e:
-        print(f"audiojob-controller: {e}", file=sys.stderr)
-        return 2
-    try:
-        check_transport()
-    except KubeError as e:
         print(f"audiojob-controller: {e}", file=sys.stderr)
         return 2
     logs.setup(settings.log_level)

@@ -1,40 +1,52 @@
-"""The few Kubernetes calls the engine makes, as plain-dict async functions over one aiohttp
-session.
+"""The few Kubernetes calls the engine makes, as plain-dict async functions on the official
+asyncio client, `kubernetes.aio`.
 
-Why not the official client: it is synchronous, so every call needed a thread, and building its
-models (or even its urllib3 round trip under the GIL) cost more CPU per Job than the rest of the
-controller (README, "Measured"). The official package still loads the credentials (in-cluster
-token with its periodic re-read, or a kubeconfig with its CA, client certificate, token or exec
-plugin), so nothing about authentication is ours. It also resolves the connection settings the
-threaded client honoured, which every request here applies: the proxy (the kubeconfig's
-`proxy-url`, else HTTPS_PROXY/ALL_PROXY unless NO_PROXY matches, as the official Configuration
-resolves them; aiohttp's own `trust_env` stays off so the two never disagree) with its
-`proxy_headers`, `tls-server-name` and `insecure-skip-tls-verify`. A proxy aiohttp cannot
-speak (SOCKS) is refused at start, never bypassed. Writes share a bound
-(`AUDIOJOB_KUBE__WRITE_CONCURRENCY`), so a big claim batch creates its Jobs in parallel without
-flooding the API server. controller.watch streams the managed Jobs and pods over the same
-session.
+The library owns the transport and the credentials: its ApiClient (aiohttp) loaded from the
+pod's service account (the token re-read every minute, so a projected token's rotation is picked
+up) or from a kubeconfig (CA, client certificate, token, exec plugin run as an asyncio
+subprocess and renewed in the background by `kubernetes.aio.config.refresh_token`, proxy-url,
+tls-server-name, insecure-skip-tls-verify; HTTPS_PROXY/NO_PROXY as aiohttp reads them).
+
+Requests go through `ApiClient.param_serialize` and `call_api` (auth, headers, serialization,
+connection pool), and answers are decoded as plain JSON: the generated `*Api` methods validate
+every argument with pydantic and build models, which cost more CPU per Job than the rest of the
+controller did (README, "Measured").
+
+Where the library falls short, the gap is filled in one place each:
+  - Retry-After is honoured by the library only for GETs, and only with `client_go_retries`:
+    every call here goes through the library's own `on_retry_after_error` (client-go's rule:
+    a 429, or a 5xx with Retry-After, is sent again after at least that long). Our writes are
+    safe to repeat (create answers 409, delete 404), so that holds for them too.
+  - A client certificate read only once, and aiohttp's `trust_env`: controller.kubeconfig.
+Writes share a bound (`AUDIOJOB_KUBE__WRITE_CONCURRENCY`), so a big claim batch creates its Jobs
+in parallel without flooding the API server. controller.watch streams through `stream()`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
-import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
-import kubernetes
-from kubernetes.client.rest import should_bypass_proxies
+from kubernetes.aio import client as aio
+from kubernetes.aio import config as aio_config
+from kubernetes.aio.client.exceptions import ApiException
+from kubernetes.aio.client.rest import RESTResponse
+from kubernetes.aio.utils import (
+    is_retry_after_response,
+    on_retry_after_error,
+    retry_after_backoff,
+)
 
+from controller import __version__
 from controller.builders import MANAGED_SELECTOR
+from controller.kubeconfig import ClientCert, load_config, proxy_once
 from controller.metrics import kube_call
 
 LIST_PAGE = 250
@@ -63,185 +75,129 @@ def http_error(what: str, status: int, reason: str | None, body: bytes = b"") ->
     return KubeError(f"{what}: HTTP {status} {detail}".strip(), transient=transient, status=status)
 
 
-def load_config() -> kubernetes.client.Configuration:
-    """In-cluster credentials, else the kubeconfig (`KUBECONFIG` or ~/.kube/config)."""
-    config = kubernetes.client.Configuration()
-    try:
-        kubernetes.config.load_incluster_config(client_configuration=config)  # type: ignore[no-untyped-call]
-    except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config(client_configuration=config)  # type: ignore[no-untyped-call]
-    return config
-
-
-def ssl_context(config: kubernetes.client.Configuration) -> ssl.SSLContext | bool:
-    if not config.host.startswith("https"):
-        return False
-    ctx = ssl.create_default_context(
-        cafile=config.ssl_ca_cert or None, cadata=getattr(config, "ca_cert_data", None) or None
-    )
-    if config.cert_file:
-        ctx.load_cert_chain(config.cert_file, config.key_file or None)
-    if not config.verify_ssl:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-def transport_options(config: kubernetes.client.Configuration) -> dict[str, Any]:
-    """The per-request proxy and TLS server name the official client would use for
-    `config.host`. Raises KubeError, at start, for a proxy aiohttp cannot use."""
-    options: dict[str, Any] = {}
-    if config.host.startswith("https") and config.tls_server_name:
-        options["server_hostname"] = config.tls_server_name
-    proxy = config.proxy
-    if not proxy or should_bypass_proxies(config.host, getattr(config, "no_proxy", None) or ""):
-        return options
-    parts = urlsplit(proxy)
-    if parts.scheme.lower() not in ("http", "https"):
-        shown = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"  # never its password
-        raise KubeError(
-            f"The Kubernetes API proxy {shown} (the kubeconfig cluster's proxy-url, or"
-            " HTTPS_PROXY/ALL_PROXY) is not an http:// or https:// proxy, the only kinds this"
-            " controller can use: set it to an http:// (CONNECT) proxy, or remove it to connect"
-            " directly.",
-            transient=False,
-        )
-    options["proxy"] = proxy
-    if config.proxy_headers:
-        options["proxy_headers"] = config.proxy_headers
-    return options
-
-
-def check_transport() -> None:
-    """Raise, before the operator starts, the KubeError of a proxy this client cannot use:
-    kopf would otherwise retry its start-up with that sentence forever. Credentials that do
-    not load yet are left to the start-up, which retries them."""
-    try:
-        config = load_config()
-    except (kubernetes.config.ConfigException, OSError):
-        return
-    transport_options(config)
-
-
-class KubeSession:
-    """The one aiohttp session, with the proxy and TLS server name on every request
-    (controller.watch streams through it too)."""
-
-    def __init__(self, session: aiohttp.ClientSession, options: dict[str, Any]) -> None:
-        self._session = session
-        self._options = options
-
-    @property
-    def closed(self) -> bool:
-        return self._session.closed
-
-    def request(
-        self, method: str, url: str, **kwargs: Any
-    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
-        return self._session.request(method, url, **self._options, **kwargs)
-
-    def get(self, url: str, **kwargs: Any) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
-        return self.request("GET", url, **kwargs)
-
-    async def close(self) -> None:
-        await self._session.close()
-
-
 class Kube:
     def __init__(
         self,
-        api: kubernetes.client.ApiClient | kubernetes.client.Configuration,
+        api: aio.ApiClient,
         namespace: str,
         *,
         write_concurrency: int = 16,
+        loader: Any = None,
+        refresh_seconds: float = 60.0,
     ) -> None:
-        """`api`: an official client's, or just a loaded, Configuration (all that is used)."""
-        self.config: kubernetes.client.Configuration = (
-            api.configuration if isinstance(api, kubernetes.client.ApiClient) else api
-        )
+        """`api`: a `kubernetes.aio` ApiClient, closed with this object. `loader`: the
+        kubeconfig's, whose exec-plugin token is renewed every `refresh_seconds`."""
+        self.api = api
         self.namespace = namespace
-        self.base = self.config.host.rstrip("/")
-        self.ssl = ssl_context(self.config)
-        self.transport = transport_options(self.config)
+        api.user_agent = f"audiojob-operator/{__version__}"
         self._writes = asyncio.Semaphore(write_concurrency)
-        # Writes, plus lists, the Lease and the watches, each with a pooled connection.
-        self._connections = write_concurrency + 4 + WATCH_CONNECTIONS
-        self._session: KubeSession | None = None
+        self._cert = ClientCert(api)
+        self._refresh: asyncio.Task[None] | None = None
+        user = getattr(loader, "_user", None)  # refresh_token fails on a context with no user
+        if loader is not None and user is not None and "exec" in user:
+            self._refresh = asyncio.create_task(
+                aio_config.refresh_token(loader, api.configuration, refresh_seconds),  # type: ignore[no-untyped-call]
+                name="audiojob-kube-credentials",
+            )
 
     @classmethod
-    def connect(cls, namespace: str, *, write_concurrency: int = 16) -> Kube:
-        # No ApiClient: its urllib3 pool would fail on a SOCKS proxy before our sentence.
-        return cls(load_config(), namespace, write_concurrency=write_concurrency)
-
-    @property
-    def session(self) -> KubeSession:
-        # Made on first use, inside the running event loop (aiohttp binds to it).
-        if self._session is None or self._session.closed:
-            session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._connections, ssl=self.ssl),
-                # A watch line is one whole object; 64 KiB (the default) is too small for some.
-                read_bufsize=1 << 20,
-                # The Configuration already chose the proxy from the environment (above).
-                trust_env=False,
-            )
-            self._session = KubeSession(session, self.transport)
-        return self._session
-
-    def headers(self) -> dict[str, str]:
-        # Asked per request: in-cluster the hook re-reads the projected token file when due.
-        headers = {"Accept": "application/json"}
-        token = self.config.get_api_key_with_prefix("BearerToken", alias="authorization")
-        if token:
-            headers["Authorization"] = token
-        elif self.config.username:
-            raw = f"{self.config.username}:{self.config.password or ''}".encode()
-            headers["Authorization"] = f"Basic {base64.b64encode(raw).decode()}"
-        return headers
+    async def connect(
+        cls,
+        namespace: str,
+        *,
+        config_file: str | Path | None = None,
+        write_concurrency: int = 16,
+        refresh_seconds: float = 60.0,
+    ) -> Kube:
+        config, loader = await load_config(config_file)
+        # Writes, plus lists, the Lease and the watches, each with a pooled connection.
+        config.connection_pool_maxsize = write_concurrency + 4 + WATCH_CONNECTIONS
+        proxy_once(config)
+        return cls(
+            aio.ApiClient(config),
+            namespace,
+            write_concurrency=write_concurrency,
+            loader=loader,
+            refresh_seconds=refresh_seconds,
+        )
 
     def path(self, group: str, kind: str, name: str | None = None) -> str:
         """`group` is "" for the core API, else e.g. "batch/v1"."""
         root = "/api/v1" if not group else f"/apis/{group}"
         tail = f"/{name}" if name else ""
-        return f"{self.base}{root}/namespaces/{self.namespace}/{kind}{tail}"
+        return f"{root}/namespaces/{self.namespace}/{kind}{tail}"
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._refresh is not None:
+            self._refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresh
+        await self.api.close()  # type: ignore[no-untyped-call]
+
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, Any]] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: aiohttp.ClientTimeout | float = REQUEST_TIMEOUT_SECONDS,  # noqa: ASYNC109  # passed to aiohttp per request, as the library takes it
+    ) -> RESTResponse:
+        """One request through the library's client, its body not read yet; answers with
+        Retry-After are retried after it. Transport failures raise aiohttp's or OSError."""
+        await self._cert.check()
+
+        async def once() -> RESTResponse:
+            # The body goes straight to the REST layer (which JSON-encodes it): it is plain
+            # JSON already, and param_serialize's walk over every field of it is a no-op that
+            # cost a third of a Job creation's CPU.
+            method_, url, headers, _, post = await self.api.param_serialize(
+                method=method,
+                resource_path=path,
+                query_params=query,
+                header_params={"Accept": "application/json", "Content-Type": content_type},
+                auth_settings=["BearerToken"],
+            )
+            resp = await self.api.call_api(
+                method_, url, headers, body, post, _request_timeout=timeout
+            )
+            if resp.status == 429 or resp.status >= 500:
+                error = ApiException(status=resp.status, reason=resp.reason)
+                error.headers = resp.headers
+                if is_retry_after_response(error):
+                    resp.response.release()
+                    raise error
+            return resp
+
+        return await on_retry_after_error(retry_after_backoff(), is_retry_after_response, once)
 
     @kube_call
     async def _call(
         self,
         what: str,
         method: str,
-        url: str,
+        path: str,
         *,
         body: Any = None,
-        params: dict[str, str] | None = None,
+        query: list[tuple[str, Any]] | None = None,
         content_type: str = "application/json",
         parse: bool = True,
     ) -> dict[str, Any]:
         """One request; the answer as JSON (an empty dict when the caller needs only the
         status). Errors are KubeError, with the HTTP status when there was one."""
-        headers = self.headers()
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = content_type
         try:
-            async with self.session.request(
-                method,
-                url,
-                data=data,
-                params=params,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS),
-            ) as resp:
-                raw = await resp.read()
-                if resp.status >= 400:
-                    raise http_error(what, resp.status, resp.reason, raw)
+            resp = await self.stream(
+                method, path, query=query, body=body, content_type=content_type
+            )
+            raw: bytes = await resp.read()  # type: ignore[no-untyped-call]
+        except ApiException as e:  # still Retry-After once the retries ran out
+            raise http_error(what, e.status or 0, e.reason) from None
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
             # The API server is away or slow: worth trying again later.
             raise KubeError(f"{what}: {e or type(e).__name__}", transient=True) from None
+        if resp.status >= 400:
+            raise http_error(what, resp.status, resp.reason, raw)
         if not raw or not parse:
             return {}
         try:
@@ -250,9 +206,9 @@ class Kube:
             raise KubeError(f"{what}: the answer is not JSON ({e})", transient=True) from None
         return answer
 
-    async def _write(self, what: str, method: str, url: str, **kwargs: Any) -> None:
+    async def _write(self, what: str, method: str, path: str, **kwargs: Any) -> None:
         async with self._writes:
-            await self._call(what, method, url, parse=False, **kwargs)
+            await self._call(what, method, path, parse=False, **kwargs)
 
     async def list_jobs(self) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
         """The namespace's managed Jobs a page at a time, each with the list's
@@ -264,15 +220,18 @@ class Kube:
         async for page in self._pages("list pods", self.path("", "pods")):
             yield page
 
-    async def _pages(self, what: str, url: str) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
+    async def _pages(self, what: str, path: str) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
         # Pages, so a relist of thousands of objects never holds every body at once: the
         # caller keeps only a snapshot of each (peak memory, README "Measured").
         token: str | None = None
         while True:
-            params = {"labelSelector": MANAGED_SELECTOR, "limit": str(LIST_PAGE)}
+            query: list[tuple[str, Any]] = [
+                ("labelSelector", MANAGED_SELECTOR),
+                ("limit", LIST_PAGE),
+            ]
             if token:
-                params["continue"] = token
-            resp = await self._call(what, "GET", url, params=params)
+                query.append(("continue", token))
+            resp = await self._call(what, "GET", path, query=query)
             meta = resp.get("metadata") or {}
             yield list(resp.get("items") or []), str(meta.get("resourceVersion") or "")
             token = meta.get("continue")

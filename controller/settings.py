@@ -177,6 +177,11 @@ class KubeSettings(BaseModel):
     """At most this many Kubernetes writes (Job creates, deletes, TTL patches, Events) in
     flight at once: enough to keep up with a full claim batch, gentle on the API server's
     max-in-flight limit (400 by default, shared with every other client)."""
+    credential_refresh_seconds: float = Field(60.0, gt=0)
+    """How often a kubeconfig's exec-plugin token is checked and, once it is within 5 min of
+    its expiry (or has none), renewed by running the plugin again, in the background
+    (`kubernetes.aio.config.refresh_token`; its default of 60 s). In a pod the service-account
+    token is re-read every minute by the library itself."""
 
     @field_validator("namespace")
     @classmethod

@@ -12,15 +12,23 @@ The semantics are client-go's reflector, with the engine's relist as the list:
     server ends the stream (`timeoutSeconds`) or the connection drops, after a backoff when it
     failed;
   - 410 Gone (at the start, or as an ERROR event: the version was compacted away, e.g. after
-    an API server restart) asks the engine for a new relist and resumes from that list's
-    version. Events in the gap are lost, but the list replaces the whole view, so a DELETED
-    event is never lost silently: the object is simply absent from the list.
+    an API server restart), and 504 "Too large resource version" (an API server whose cache
+    is behind the version we hold: retrying it with the same version fails the same way, so
+    client-go relists), ask the engine for a new relist and resume from that list's version.
+    Events in the gap are lost, but the list replaces the whole view, so a DELETED event is
+    never lost silently: the object is simply absent from the list.
 A standby engine never relists, so its watches wait until it leads.
+
+Anything else a watch did not expect ends it, logged, and the controller's /healthz reports
+it (controller.health): a watch that silently stopped would leave the engine on the 60 s
+relist alone while the controller looked healthy. `audiojob_watch_*` metrics show each
+watch's state, restarts and relists.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -28,12 +36,12 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+from kubernetes.aio.client.exceptions import ApiException
 
 from controller import metrics as m
 from controller.builders import MANAGED_SELECTOR
 from controller.engine.view import View
 from controller.kube import Kube, KubeError, http_error
-from controller.metrics import API_REQUESTS
 
 log = logging.getLogger("audiojob.watch")
 KINDS = {"job": ("batch/v1", "jobs"), "pod": ("", "pods")}
@@ -44,7 +52,20 @@ BACKOFF_SECONDS = (0.5, 30.0)
 
 
 class Gone(Exception):
-    """The resourceVersion is too old to watch from: relist."""
+    """The resourceVersion is too old (or too new) to watch from: relist."""
+
+
+def needs_relist(status: int, body: dict[str, Any]) -> bool:
+    """410 Gone, or client-go's `IsTooLargeResourceVersion`: a 504 whose Status names the
+    cause `ResourceVersionTooLarge` (or, from older servers, only says so in its message)."""
+    if status == 410:
+        return True
+    if status != 504:
+        return False
+    causes = (body.get("details") or {}).get("causes") or []
+    return any(c.get("reason") == "ResourceVersionTooLarge" for c in causes) or (
+        "Too large resource version" in str(body.get("message") or "")
+    )
 
 
 class Watcher:
@@ -68,7 +89,17 @@ class Watcher:
         self.gone_count = 0
 
     async def run(self) -> None:
-        await asyncio.gather(*(self._follow(kind) for kind in KINDS))
+        await asyncio.gather(*(self._watch(kind) for kind in KINDS))
+
+    async def _watch(self, kind: str) -> None:
+        m.WATCH_UP.labels(kind=kind).set(0)
+        try:
+            await self._follow(kind)
+        except Exception:
+            log.exception("the %s watch stopped on an error it does not handle", kind)
+            raise
+        finally:
+            m.WATCH_UP.labels(kind=kind).set(0)
 
     async def _follow(self, kind: str) -> None:
         backoff = BACKOFF_SECONDS[0]
@@ -85,7 +116,7 @@ class Watcher:
             except Gone:
                 self.gone_count += 1
                 m.watch_ended(kind, relist=True)
-                log.info("the %s watch's version expired; relisting", kind)
+                log.info("the %s watch's version cannot be watched from; relisting", kind)
                 self.versions[kind] = None
                 generation = self.view.generation
                 self.on_gone()
@@ -104,28 +135,36 @@ class Watcher:
         """One watch request, until the server ends it; returns how many lines it read."""
         group, plural = KINDS[kind]
         seconds = random.randint(*WATCH_SECONDS)  # noqa: S311  # spreading, not secrecy
-        params = {
-            "watch": "1",
-            "labelSelector": MANAGED_SELECTOR,
-            "resourceVersion": str(self.versions[kind]),
-            "allowWatchBookmarks": "true",
-            "timeoutSeconds": str(seconds),
-        }
-        API_REQUESTS.labels(verb="watch").inc()
+        query = [
+            ("watch", True),
+            ("labelSelector", MANAGED_SELECTOR),
+            ("resourceVersion", str(self.versions[kind])),
+            ("allowWatchBookmarks", True),
+            ("timeoutSeconds", seconds),
+        ]
+        m.API_REQUESTS.labels(verb="watch").inc()
         what = f"watch {plural}"
         read = 0
-        async with self.kube.session.get(
-            self.kube.path(group, plural),
-            params=params,
-            headers=self.kube.headers(),
-            timeout=aiohttp.ClientTimeout(connect=30, sock_read=seconds + 30),
-        ) as resp:
-            if resp.status == 410:
-                raise Gone()
+        try:
+            resp = await self.kube.stream(
+                "GET",
+                self.kube.path(group, plural),
+                query=query,
+                timeout=aiohttp.ClientTimeout(connect=30, sock_read=seconds + 30),
+            )
+        except ApiException as e:  # still Retry-After once the retries ran out
+            raise http_error(what, e.status or 0, e.reason) from None
+        async with resp.response as body:
             if resp.status >= 400:
-                raise http_error(what, resp.status, resp.reason, await resp.read())
+                raw = await body.read()
+                status: dict[str, Any] = {}
+                with contextlib.suppress(ValueError):
+                    status = json.loads(raw)
+                if isinstance(status, dict) and needs_relist(resp.status, status):
+                    raise Gone()
+                raise http_error(what, resp.status, resp.reason, raw)
             m.watch_streaming(kind)
-            async for line in resp.content:
+            async for line in body.content:
                 if line.strip():
                     read += 1
                     self._event(kind, what, json.loads(line))
@@ -135,10 +174,11 @@ class Watcher:
         type_ = event.get("type") or ""
         body = event.get("object") or {}
         if type_ == "ERROR":
-            # A Status: 410 means our version was compacted away; anything else, resume.
-            if body.get("code") == 410:
+            # A Status: relist when our version cannot be watched from; anything else, resume.
+            code = int(body.get("code") or 500)
+            if needs_relist(code, body):
                 raise Gone()
-            raise http_error(what, int(body.get("code") or 500), body.get("message"))
+            raise http_error(what, code, body.get("message"))
         version = (body.get("metadata") or {}).get("resourceVersion")
         if version:
             self.versions[kind] = str(version)

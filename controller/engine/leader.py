@@ -6,6 +6,23 @@ Lease: a standby notes when it last saw the Lease record change and takes it onl
 `lease_seconds` without a change, so no wall clock (ours, the holder's, the API server's) can
 make it take a live holder's Lease. The holder stops acting when it could not renew for
 `renew_deadline_seconds`, which is shorter than `lease_seconds`.
+
+Why not `kubernetes.aio.leaderelection` (37.0.1), read in its source: it keeps none of the three
+guarantees the engine relies on.
+  - A leader that cannot renew keeps acting past the point a standby takes over. Its renew
+    deadline restarts at each round (`timeout = now + renew_deadline` after every sleep, so
+    retry_period + renew_deadline after the last renewal, not renew_deadline), a renewal
+    request has no timeout of its own (the client's default is 5 min) and the leading task is
+    cancelled only when the renew loop returns: a black-holed API server leaves the old leader
+    claiming for minutes while a standby leads after `lease_duration`. Here `acting()` is a
+    pure function of the monotonic clock and the last renewal, true for at most
+    renew_deadline after it, whatever a request is doing.
+  - A clean exit does not hand over: there is no release (client-go's ReleaseOnCancel), so a
+    standby waits the whole lease out; `release()` here clears the holder at once.
+  - Its deadlines use `time.time()`, so a wall-clock step moves them; every retry, renew and
+    lease duration must be ≥ 1 s, and a lost optimistic-concurrency race (409) is logged as
+    an ERROR with a traceback.
+"Not ready while standing by" is the engine's (engine.loop), with either.
 """
 
 from __future__ import annotations

@@ -100,6 +100,10 @@ class Engine:
         self.stopping = False
         self.ready = False
         self.last_cycle_ms = 0
+        self.turned_mono = time.monotonic()
+        """When the loop last came round (a cycle done or failed, or a standby's wait):
+        controller.health judges a stuck loop by it."""
+        self._wait = settings.claim.poll_interval_seconds
         self._adopted = False
         self._last_reconcile = 0.0
         self._last_takeover = float("-inf")
@@ -131,10 +135,9 @@ class Engine:
             if not self.leader.acting():
                 self.ready = False
                 self.wake.clear()
+                self._turned(self.settings.ownership.retry_period_seconds)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self.wake.wait(), timeout=self.settings.ownership.retry_period_seconds
-                    )
+                    await asyncio.wait_for(self.wake.wait(), timeout=self._wait)
                 continue
             try:
                 await self.cycle()
@@ -152,10 +155,20 @@ class Engine:
                 log.exception("unexpected error in the engine cycle")
                 m.CYCLE_ERRORS.labels(cause="unexpected").inc()
                 delay = self.settings.claim.poll_interval_seconds
+            self._turned(delay)
             await asyncio.sleep(MIN_CYCLE_GAP_SECONDS)
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=delay)
+
+    def _turned(self, wait: float) -> None:
+        self.turned_mono = time.monotonic()
+        self._wait = wait
+
+    def interval(self) -> float:
+        """How long the loop may take to come round: the poll interval, or the current wait
+        when it is longer (an outage's backoff)."""
+        return max(self.settings.claim.poll_interval_seconds, self._wait)
 
     def observe(self, kind: str, event: str, body: dict[str, Any]) -> None:
         """A watch event about a managed Job or pod (controller.watch): index it, act now."""

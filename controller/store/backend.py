@@ -7,6 +7,13 @@
   the one thread is never parked inside SQLite.
 - `libsql://`, `https://`, `http://` (and `wss://`, `ws://`, mapped to the same host's HTTP) —
   Hrana over HTTP (`controller/store/hrana.py`), asyncio-native.
+
+A `ws(s)://` URL may instead name sqld's dedicated Hrana WebSocket listener
+(`--hrana-listen-addr`), which drops any plain HTTP request unanswered: that is refused at open
+with a sentence naming the HTTP address (`_refuse_websocket_only`), rather than retried as an
+outage. We do not speak Hrana over WebSocket as a second transport: Turso and sqld serve Hrana
+over HTTP on every deployment (sqld's HTTP listener is always on), so a second protocol would
+add a transport to keep correct for no address that the first cannot reach.
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from controller.store.hrana import HranaClient, ResultSet
+import aiohttp
+
+from controller.store.hrana import HranaClient, HranaError, ResultSet
 from controller.store.sqlite_counters import StatementCounters, open_counters, rows_read
 
 Args = list[Any]
@@ -162,7 +171,36 @@ async def open_backend(url: str, auth_token: str | None) -> Backend:
         backend = FileBackend(_file_path(url))
         await backend.start()
         return backend
+    if url.startswith(("ws://", "wss://")):
+        await _refuse_websocket_only(url)
     return HranaClient(http_url(url), auth_token=auth_token)
+
+
+async def _refuse_websocket_only(url: str) -> None:
+    """Raise HranaError when `url` answers a WebSocket handshake but drops a plain HTTP
+    request: sqld's Hrana WebSocket listener. Anything else (an answer of any status, a
+    server that is down) is left to the HTTP client, whose errors already say what they mean.
+    """
+    base = http_url(url)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        try:
+            async with http.get(f"{base}/v2"):
+                return
+        except aiohttp.ServerDisconnectedError:
+            pass
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return
+        try:
+            async with http.ws_connect(url, protocols=("hrana3", "hrana2")):
+                pass
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return
+    shown = describe_url(url)
+    raise HranaError(
+        f"{shown} is a Hrana WebSocket-only listener (sqld's --hrana-listen-addr), which this"
+        " controller does not speak: set TURSO_DATABASE_URL to the same sqld's HTTP address"
+        " instead (its --http-listen-addr, http://<host>:8080 by default)"
+    )
 
 
 def _file_path(url: str) -> str:

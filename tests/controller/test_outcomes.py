@@ -62,7 +62,7 @@ async def attempts(
 
 @pytest.fixture
 async def kube(cluster: LocalCluster, namespace: str) -> AsyncIterator[Kube]:
-    k = Kube(cluster.api_client(), namespace)
+    k = await Kube.connect(namespace, config_file=cluster.kubeconfig)
     yield k
     await k.close()
 

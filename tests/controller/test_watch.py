@@ -86,7 +86,7 @@ class Fixture:
 @pytest.fixture
 async def watched(cluster: LocalCluster, namespace: str) -> AsyncIterator[Fixture]:
     api = cluster.api_client()
-    kube = Kube(api, namespace)
+    kube = await Kube.connect(namespace, config_file=cluster.kubeconfig)
     view = View()
     holder: list[Fixture] = []
 
