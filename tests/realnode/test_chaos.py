@@ -45,7 +45,14 @@ from tests.realnode.conftest import helm_installed, real_chart_values
 from tests.realnode.test_jobs import tone
 from tests.runner.conftest import Route, media_server
 
-pytestmark = [pytest.mark.cluster, pytest.mark.realnode, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.realnode,
+    pytest.mark.slow,
+    # A hang guard, not a limit on the case: the first case also pays for the cluster, the node
+    # and the helm install, and each case's own waits have deadlines of their own.
+    pytest.mark.timeout(20 * 60),
+]
 
 ROWS = 12  # ingests of the tone, plus one of a missing source
 SECONDS_OF_AUDIO = 90  # a few seconds of ffmpeg per row on two shared cores
@@ -254,17 +261,17 @@ def test_chaos(stage: Stage, case: str) -> None:
             return (processing, working, sample) if working >= 2 else None
 
         processing, working, sample = wait_for(
-            in_flight, timeout=300, interval=0.2, message="ffmpeg working for two rows"
+            in_flight, timeout=240, interval=0.2, message="ffmpeg working for two rows"
         )
         landed = CASES[case](stage, record, sample)
         rows = wait_for(
-            lambda: stage.table.ended(ids), timeout=600, interval=1, message="every row ended"
+            lambda: stage.table.ended(ids), timeout=420, interval=1, message="every row ended"
         )
         ctrd = stage.node.containerd
         with contextlib.suppress(AssertionError):  # what is left is reported below
             wait_for(
                 lambda: not leftovers(stage.core, stage.namespace, ctrd),
-                timeout=180,
+                timeout=120,
                 interval=1,
                 message="nothing left behind",
             )
