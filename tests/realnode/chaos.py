@@ -301,9 +301,12 @@ def _double_runs(record: ApiRecord, sampler: HostSampler) -> list[str]:
 # --- what a case leaves behind -----------------------------------------------------------
 
 
-def leftovers(core: kubernetes.client.CoreV1Api, namespace: str, ctrd: Containerd) -> list[str]:
+def leftovers(
+    core: kubernetes.client.CoreV1Api, namespace: str, ctrd: Containerd, node: str
+) -> list[str]:
     """Runner pods and Jobs in `namespace`, and on the host: processes of pods the API server
-    no longer has, and mounts naming a pod or container that is gone."""
+    no longer has, mounts naming a pod or container that is gone, and more of the CNI's
+    network namespaces than `node` has pods."""
     found: list[str] = []
     batch = kubernetes.client.BatchV1Api(core.api_client)
     found += [f"pod {p.metadata.name}" for p in
@@ -321,4 +324,9 @@ def leftovers(core: kubernetes.client.CoreV1Api, namespace: str, ctrd: Container
             gone += [i for i in _CONTAINER_ID.findall(str(mount)) if i not in tasks]
             if gone:
                 found.append(f"mount {mount}")
+    # A network namespace is named by a random uuid, not by its pod: count them instead.
+    netns = [m for m in mounts_under(Path("/run/netns")) if m.name.startswith("cni-")]
+    on_node = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items
+    if len(netns) > len(on_node):
+        found.append(f"{len(netns)} pod network namespaces for {len(on_node)} pods on {node}")
     return found

@@ -270,12 +270,12 @@ def test_chaos(stage: Stage, case: str) -> None:
         ctrd = stage.node.containerd
         with contextlib.suppress(AssertionError):  # what is left is reported below
             wait_for(
-                lambda: not leftovers(stage.core, stage.namespace, ctrd),
+                lambda: not leftovers(stage.core, stage.namespace, ctrd, stage.node.name),
                 timeout=120,
                 interval=1,
                 message="nothing left behind",
             )
-        left = leftovers(stage.core, stage.namespace, ctrd)
+        left = leftovers(stage.core, stage.namespace, ctrd, stage.node.name)
     ledger = stage.table.attempts(ids)
     judged = verdict(rows, ledger, record, sampler)
     took = time.monotonic() - t0
