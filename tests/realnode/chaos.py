@@ -93,7 +93,7 @@ class ApiRecord:
                     w = kubernetes.watch.Watch()
                     for event in w.stream(
                         list_fn, self.namespace, label_selector=MANAGED,
-                        resource_version=rv, timeout_seconds=5,
+                        resource_version=rv, timeout_seconds=5, _request_timeout=30,
                     ):  # fmt: skip
                         self._record(kind, event["object"])
                     rv = w.resource_version or rv
