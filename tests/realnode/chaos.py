@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import re
 import threading
 import time
@@ -123,12 +124,13 @@ def pod_processes() -> dict[str, list[tuple[int, str]]]:
     memory = [h for h in hierarchies() if (h / "memory.limit_in_bytes").exists()]
     for root in memory[:1]:
         pods = root / CgroupTree().name / "pods"
-        for procs in pods.rglob("cgroup.procs") if pods.is_dir() else ():
-            uid = _POD_UID.search(str(procs))
-            if uid is None:
+        # os.walk, not rglob: a pod's cgroup may vanish mid-walk, which rglob raises on.
+        for where, _, files in os.walk(pods):
+            uid = _POD_UID.search(where)
+            if uid is None or "cgroup.procs" not in files:
                 continue
             with contextlib.suppress(OSError):
-                for pid in procs.read_text().split():
+                for pid in Path(where, "cgroup.procs").read_text().split():
                     with contextlib.suppress(OSError):  # gone meanwhile
                         comm = Path(f"/proc/{pid}/comm").read_text().strip()
                         if comm != "pause":
@@ -142,6 +144,7 @@ class HostSampler:
 
     interval: float = 0.2
     samples: list[tuple[float, dict[str, list[tuple[int, str]]]]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     @contextlib.contextmanager
@@ -156,7 +159,12 @@ class HostSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            if sample := pod_processes():
+            try:
+                sample = pod_processes()
+            except Exception as e:  # kept, so a blind sampler fails the case instead
+                self.errors.append(repr(e))
+                continue
+            if sample:
                 self.samples.append((time.monotonic(), sample))
 
 
@@ -256,6 +264,7 @@ def verdict(
                             f"{max(a.attempt for a in runs)}")  # fmt: skip
         problems += _ledger_overlaps(job_id, runs)
     double = _double_runs(record, sampler)
+    problems += [f"the host sampler failed: {e}" for e in sampler.errors[:3]]
     return Verdict(
         outcomes=dict(outcomes),
         retried=sorted(j for j, runs in ledger.items() if len(runs) > 1),
