@@ -187,11 +187,29 @@ class RealNode:
     def revive_daemon(self, name: str) -> None:
         """Start a daemon `kill_daemon` stopped, with its first command line (same sockets,
         ports and state); returns once it serves again."""
-        self._spawn(name, self.argv[name])
-        if name == "containerd":
-            ctrd = self.containerd
-            self._wait(lambda: ctrd.ctr("version", timeout=5).returncode == 0, "containerd")
+        if name == "kubelet":
+            self._revive_kubelet()
             return
+        self._spawn(name, self.argv[name])
+        ctrd = self.containerd
+        self._wait(lambda: ctrd.ctr("version", timeout=5).returncode == 0, "containerd")
+
+    def _revive_kubelet(self) -> None:
+        """A kubelet exits at once while a restarted containerd's CRI plugin still recovers its
+        state ("server is not initialized yet"), and only a CRI call can tell when that is
+        done: such a kubelet is started again."""
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            self._spawn("kubelet", self.argv["kubelet"])
+            try:
+                return self._wait_kubelet()
+            except RuntimeError as e:
+                if "not initialized yet" not in str(e) or time.monotonic() > deadline:
+                    raise
+                self.procs.pop("kubelet")
+                time.sleep(1)
+
+    def _wait_kubelet(self) -> None:
         assert self.cluster is not None and self._kubelet is not None
         healthz = f"http://127.0.0.1:{self._kubelet.healthz_port}/healthz"
         core = kubernetes.client.CoreV1Api(self.cluster.api_client())
