@@ -280,7 +280,10 @@ def _ledger_overlaps(job_id: str, runs: list[AttemptRow]) -> list[str]:
         if a.ended_at is None:
             found.append(f"{job_id}: attempt {a.attempt} never ended in the ledger ({a})")
     for earlier, later in itertools.pairwise(ordered):
-        if earlier.ended_at and later.started_at and later.started_at < earlier.ended_at:
+        # started_at is a Kubernetes time, whole seconds rounded down; ended_at is the
+        # database's ms. An attempt 2 that started 200 ms after attempt 1 ended reads as
+        # 800 ms before it (seen on node-stopped): only a whole second is an overlap.
+        if earlier.ended_at and later.started_at and later.started_at + 1000 <= earlier.ended_at:
             found.append(
                 f"{job_id}: attempt {later.attempt} started at {later.started_at}, before "
                 f"attempt {earlier.attempt} ended at {earlier.ended_at}"
