@@ -8,13 +8,17 @@ to any other destination, so a pod can never send traffic off this machine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 FORWARD_CHAIN = "AUDIOJOB-NODE-FWD"
 DNAT_CHAIN = "AUDIOJOB-NODE-DNAT"
+# Named like the node's chains, so a run that dies mid-cut is undone by the next start.
+CUT_CHAIN = "AUDIOJOB-NODE-CUT"
 NETWORK_NAME = "audiojob-realnode"
 
 
@@ -87,19 +91,42 @@ class PodNetwork:
         return Path(f"/sys/class/net/{self.bridge}").exists()
 
 
+@contextlib.contextmanager
+def cut_off(*, source: str, to: str, port: int) -> Iterator[Callable[[], int]]:
+    """While inside, TCP from the pod address `source` to `to`:`port` on this machine is
+    dropped silently (a network partition, not a refusal: the client waits for its own
+    timeouts). Yields a function that says how many packets were dropped so far."""
+    _iptables("-N", CUT_CHAIN)
+    try:
+        _iptables("-A", CUT_CHAIN, "-s", source, "-d", to, "-p", "tcp", "--dport", str(port),
+                  "-j", "DROP")  # fmt: skip
+        _iptables("-I", "INPUT", "-j", CUT_CHAIN)
+        try:
+            yield lambda: _dropped(CUT_CHAIN, source)
+        finally:
+            _iptables("-D", "INPUT", "-j", CUT_CHAIN)
+    finally:
+        _iptables("-F", CUT_CHAIN)
+        _iptables("-X", CUT_CHAIN)
+
+
 def forward_drops(subnet: str) -> int:
     """Packets the FORWARD drop has stopped so far."""
+    return _dropped(FORWARD_CHAIN, subnet)
+
+
+def _dropped(chain: str, source: str) -> int:
     out = subprocess.run(
-        ["iptables", "-w", "-L", FORWARD_CHAIN, "-v", "-x", "-n"],
+        ["iptables", "-w", "-L", chain, "-v", "-x", "-n"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     for line in out.splitlines():
         words = line.split()
-        if "DROP" in words and subnet in words:
+        if "DROP" in words and any(w in (source, f"{source}/32") for w in words):
             return int(words[0])
-    raise LookupError(f"no DROP rule for {subnet} in {FORWARD_CHAIN}")
+    raise LookupError(f"no DROP rule for {source} in {chain}")
 
 
 def _iptables(*args: str) -> None:

@@ -16,8 +16,10 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +85,9 @@ class RealNode:
     startup_timeout: float = 180.0
     lock_timeout: float = 600.0
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # Each daemon's command line, so a fault test can start it again as it was.
+    argv: dict[str, list[str]] = field(default_factory=dict)
+    _kubelet: Kubelet | None = None
     _locked: bool = False
 
     @property
@@ -165,9 +170,55 @@ class RealNode:
             runtime_endpoint=ctrd.endpoint,
         )
         config = kubelet.write_files(cluster_pki=cluster.pki, server=cluster.server)
+        self._kubelet = kubelet
         self._spawn("kubelet", kubelet.argv(bin_dir() / "kubelet", config))
         core = kubernetes.client.CoreV1Api(cluster.api_client())
         self._wait(lambda: self._ready(core), f"node {self.name} Ready")
+
+    # -- faults (tests/realnode/test_chaos.py) -----------------------------------
+    def kill_daemon(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Stop the kubelet or containerd alone, as a crash (SIGKILL) or a service stop
+        (SIGTERM) would. The pods keep running: each shim has its own process group."""
+        proc = self.procs.pop(name)
+        os.kill(proc.pid, sig)
+        proc.wait(60)
+        self._save_pids()
+
+    def revive_daemon(self, name: str) -> None:
+        """Start a daemon `kill_daemon` stopped, with its first command line (same sockets,
+        ports and state); returns once it serves again."""
+        if name == "kubelet":
+            self._revive_kubelet()
+            return
+        self._spawn(name, self.argv[name])
+        ctrd = self.containerd
+        self._wait(lambda: ctrd.ctr("version", timeout=5).returncode == 0, "containerd")
+
+    def _revive_kubelet(self) -> None:
+        """A kubelet exits at once while a restarted containerd's CRI plugin still recovers its
+        state ("server is not initialized yet"), and only a CRI call can tell when that is
+        done: such a kubelet is started again."""
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            self._spawn("kubelet", self.argv["kubelet"])
+            try:
+                return self._wait_kubelet()
+            except RuntimeError as e:
+                if "not initialized yet" not in str(e) or time.monotonic() > deadline:
+                    raise
+                self.procs.pop("kubelet")
+                time.sleep(1)
+
+    def _wait_kubelet(self) -> None:
+        assert self.cluster is not None and self._kubelet is not None
+        healthz = f"http://127.0.0.1:{self._kubelet.healthz_port}/healthz"
+        core = kubernetes.client.CoreV1Api(self.cluster.api_client())
+
+        def serving() -> bool:
+            with urllib.request.urlopen(healthz, timeout=2) as r:
+                return r.status == 200 and self._ready(core)
+
+        self._wait(serving, f"the kubelet of {self.name} healthy and the node Ready")
 
     def stop(self) -> None:
         """Stop everything the node started and put the host back; raises RuntimeError listing
@@ -243,6 +294,7 @@ class RealNode:
             for procs in host_procs:
                 procs.write_text(str(os.getpid()))
 
+        self.argv[name] = argv
         self.procs[name] = subprocess.Popen(
             argv,
             stdout=log,

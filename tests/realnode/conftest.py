@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import signal
 import subprocess
 import time
@@ -25,7 +27,7 @@ from devcluster.realjobs import (
     pod_pids,
     runner_env,
 )
-from tests.chart.test_chart import RUNNER_SA, installed
+from tests.chart.test_chart import CHART, RUNNER_SA, helm, installed
 from tests.e2e.conftest import Controller, Rows
 from tests.helpers import wait_for
 from tests.runner.conftest import MediaServer, Route, media_server
@@ -156,3 +158,42 @@ def long_audio(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 def long_source(node_media_server: MediaServer, long_audio: bytes) -> str:
     """The URL pods fetch the long mp3 from."""
     return node_media_server.serve("/long.mp3", Route(body=long_audio, content_type="audio/mpeg"))
+
+
+# --- the chart installed by helm, the controller a pod on the real node -------------------
+
+
+def real_chart_values(node: RealNode, *, database_url: str, claim: str) -> dict[str, Any]:
+    """Values that put the controller and its job pods on `node` with the image from `make
+    image` (pullPolicy Never), the database at `database_url` and outputs on `claim`."""
+    placement = node.placement()
+    runner_placement = [
+        {"name": f"AUDIOJOB_RUNNER__{key.upper()}", "value": json.dumps(placement[field])}
+        for key, field in (("node_selector", "nodeSelector"), ("tolerations", "tolerations"))
+    ]
+    return {
+        "image": {"pullPolicy": "Never"},
+        "database": {"url": database_url},
+        "controller": {**placement, "extraEnv": runner_placement},
+        "claim": {"pollIntervalSeconds": 1},
+        "outputVolume": {"existingClaim": claim},
+        # The audio is served on the bridge, a private address the runner's guard refuses
+        # unless the user allows it: exactly what a trusted in-cluster source needs.
+        "runner": {"allowedNetworks": [f"{node.network.gateway}/32"]},
+    }
+
+
+@contextlib.contextmanager
+def helm_installed(
+    node: RealNode, namespace: str, values: dict[str, Any], values_file: Path
+) -> Iterator[str]:
+    """`helm install` of the chart as release "real" in `namespace`; uninstalled after."""
+    require_app_image(node)
+    assert node.cluster is not None
+    values_file.write_text(json.dumps(values))
+    where = [f"--namespace={namespace}", f"--kubeconfig={node.cluster.kubeconfig}"]
+    helm("install", "real", str(CHART), *where, f"--values={values_file}")
+    try:
+        yield "real"
+    finally:
+        helm("uninstall", "real", *where)

@@ -22,10 +22,9 @@ from controller.store import JobRow, JobStore
 from devcluster.controlplane import LocalCluster
 from devcluster.hrana_server import HranaServer, running_server
 from devcluster.node import RealNode
-from tests.chart.test_chart import CHART, helm
 from tests.chart.test_keda import keda, keda_crds, queue_metrics_process, wait_replicas
 from tests.helpers import wait_for
-from tests.realnode.conftest import OutputVolume, require_app_image
+from tests.realnode.conftest import OutputVolume, helm_installed, real_chart_values
 from tests.runner.conftest import MediaServer, Route
 
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode, pytest.mark.slow]
@@ -50,29 +49,12 @@ def release(
 ) -> Iterator[str]:
     """The chart installed by helm: image from `make image` (pullPolicy Never), the controller
     and its job pods on the real node, the database on the bridge, KEDA on."""
-    require_app_image(realnode)
-    assert realnode.cluster is not None
-    placement = realnode.placement()
-    runner_placement = [
-        {"name": f"AUDIOJOB_RUNNER__{key.upper()}", "value": json.dumps(placement[field])}
-        for key, field in (("node_selector", "nodeSelector"), ("tolerations", "tolerations"))
-    ]
-    values = {
-        "image": {"pullPolicy": "Never"},
-        "database": {"url": database.url("libsql")},
-        "controller": {**placement, "extraEnv": runner_placement},
-        "claim": {"pollIntervalSeconds": 1},
-        "outputVolume": {"existingClaim": output_volume.claim},
-        # The audio is served on the bridge, a private address the runner's guard refuses
-        # unless the user allows it: exactly what a trusted in-cluster source needs.
-        "runner": {"allowedNetworks": [f"{realnode.network.gateway}/32"]},
-        "keda": {"enabled": True, "pollingInterval": 1, "cooldownPeriod": 5},
-    }
-    (tmp_path / "values.json").write_text(json.dumps(values))
-    where = [f"--namespace={namespace}", f"--kubeconfig={realnode.cluster.kubeconfig}"]
-    helm("install", "real", str(CHART), *where, f"--values={tmp_path / 'values.json'}")
-    yield "real"
-    helm("uninstall", "real", *where)
+    values = real_chart_values(
+        realnode, database_url=database.url("libsql"), claim=output_volume.claim
+    )
+    values["keda"] = {"enabled": True, "pollingInterval": 1, "cooldownPeriod": 5}
+    with helm_installed(realnode, namespace, values, tmp_path / "values.json") as release:
+        yield release
 
 
 def test_helm_install_keda_and_a_real_job(
