@@ -110,10 +110,25 @@ def test_helm_install_keda_and_a_real_job(
         assert abs(result["duration"] - 5) < 0.2, result
         written = output_volume.host_dir / Path(result["output"]).relative_to("/data/output")
         assert written.stat().st_size == result["size"]
+        # Issue 18: under the chart's own ServiceAccount and Role, on the real node, the
+        # controller's first minutes (start, claim, run, outcome) log no WARNING or ERROR line.
+        log = core.read_namespaced_pod_log(pod.metadata.name, namespace, container="controller")
+        loud = [line for line in log.splitlines() if is_loud(line)]
+        assert log.strip() and loud == [], loud
         t_done = time.monotonic()
         wait_replicas(apps, deploy, namespace, 0, "controller scaled back to 0 after the drain")
         down = time.monotonic() - t_done
     print(f"KEDA, controller as a pod: 0 → 1 in {up:.1f}s, row complete, 1 → 0 {down:.1f}s after")
+
+
+def is_loud(line: str) -> bool:
+    """A WARNING or ERROR line: ours are JSON with a `level`, anything else is judged by its
+    text (a traceback or a library's own logging)."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return "WARNING" in line or "ERROR" in line or "Traceback" in line
+    return str(entry.get("level", "")).lower() in ("warning", "error", "critical")
 
 
 def point_scaled_object_at(
