@@ -25,11 +25,17 @@ BUILDKIT_VERSION=v0.34.2
 # Prometheus 3.16.0 (its Go module is tagged v0.<major><minor>.<patch>) and promtool: the
 # e2e test scrapes the controller with it and evaluates every dashboard and alert expression.
 PROMETHEUS_VERSION=v0.316.0 PROMETHEUS_RELEASE=3.16.0
+# The release path (make release, tests/realnode/test_release.py): CNCF distribution's OCI
+# registry; helm-docs writes the chart's README from values.yaml; actionlint checks the
+# release workflow, which cannot run here.
+REGISTRY_VERSION=v3.1.2
+HELM_DOCS_VERSION=v1.14.2
+ACTIONLINT_VERSION=v1.7.12
 
 CACHE=${AUDIOJOB_CACHE:-$HOME/.cache/audiojob-operator}
 BIN=$CACHE/bin
 K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
-ALL_BINS=("${K8S_BINS[@]}" etcd kwok helm keda-operator buildkitd buildctl prometheus promtool)
+ALL_BINS=("${K8S_BINS[@]}" etcd kwok helm keda-operator buildkitd buildctl prometheus promtool registry helm-docs actionlint)
 # The real node's: the kubelet, and the CNI plugins its pod network uses (no portmap: pods here
 # have no host ports, and each plugin left out is host state that cannot leak).
 CNI_PLUGINS=(bridge host-local loopback)
@@ -196,6 +202,13 @@ have "$BUILDKIT_VERSION" buildkitd buildctl || build_in_module_copy buildkit git
 # Only static scrape configs are used: remove_all_sd leaves out every service-discovery plugin
 # (cloud SDKs), and without builtinassets the web UI is not embedded (the tests use the API).
 have "$PROMETHEUS_VERSION" prometheus promtool || build_prometheus
+have "$REGISTRY_VERSION" registry || build_go_install registry \
+  github.com/distribution/distribution/v3/cmd/registry "$REGISTRY_VERSION" \
+  "-X github.com/distribution/distribution/v3/version.version=$REGISTRY_VERSION"
+have "$HELM_DOCS_VERSION" helm-docs || build_go_install helm-docs \
+  github.com/norwoodj/helm-docs/cmd/helm-docs "$HELM_DOCS_VERSION"
+have "$ACTIONLINT_VERSION" actionlint || build_go_install actionlint \
+  github.com/rhysd/actionlint/cmd/actionlint "$ACTIONLINT_VERSION"
 
 # -- the real node -------------------------------------------------------------------------
 node_packages() {
