@@ -67,8 +67,15 @@ def terminal_count(db_path: Path) -> int:
 
 
 def start_controller(
-    cluster: LocalCluster, namespace: str, db_url: str, log: Path, **env: str
+    cluster: LocalCluster,
+    namespace: str,
+    db_url: str,
+    log: Path,
+    *,
+    src: Path = REPO,
+    **env: str,
 ) -> tuple[subprocess.Popen[bytes], int]:
+    """`src`: the tree whose `controller` package runs (bench_controller.py --before)."""
     port = free_port()
     full = os.environ | {
         "KUBECONFIG": str(cluster.kubeconfig),
@@ -79,13 +86,13 @@ def start_controller(
         "AUDIOJOB_RUNNER__SERVICE_ACCOUNT": "default",
         "AUDIOJOB_TIMEOUTS__RETRY_BACKOFF_SECONDS": "0",
         "AUDIOJOB_LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": str(src),
     }
     full |= env
     proc = subprocess.Popen(
         [sys.executable, "-m", "controller"],
         env=full,
-        cwd=REPO,
+        cwd=src,
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -118,11 +125,25 @@ def scrape(port: int) -> str:
         return resp.read().decode()
 
 
-def histogram_quantiles(text: str, name: str, qs: tuple[float, ...]) -> dict[float, float]:
-    """Quantiles of a Prometheus histogram by linear interpolation within buckets."""
+def metric_sum(text: str, name: str) -> float:
+    """The sum of a metric's samples: `name` is a metric name, or a name with its first
+    label(s) as the exposition writes them (`x_total{kind="claim"`, closing brace optional)."""
+    head = name.rstrip("}")
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(head) and line[len(head)] in "{ ,}":
+            total += float(line.split()[-1])
+    return total
+
+
+def histogram_quantiles(
+    text: str, name: str, qs: tuple[float, ...], labels: str = ""
+) -> dict[float, float]:
+    """Quantiles of a Prometheus histogram by linear interpolation within buckets; `labels`
+    picks one series (`verb="create"`)."""
     buckets: list[tuple[float, float]] = []
     for line in text.splitlines():
-        if line.startswith(f"{name}_bucket"):
+        if line.startswith(f"{name}_bucket") and labels in line:
             le = line.split('le="', 1)[1].split('"', 1)[0]
             buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
     buckets.sort()
@@ -150,6 +171,21 @@ class Sample:
     t: float
     terminal: int
     rss_mib: float
+
+
+def rss_slope(samples: list[Sample], *, start: int, end: int) -> tuple[float, tuple[float, float]]:
+    """RSS growth in MiB per 1,000 rows finished (least squares over the samples taken while
+    between `start` and `end` rows were terminal), and the RSS at the window's two ends."""
+    window = [s for s in samples if start <= s.terminal <= end]
+    if len(window) < 2 or window[-1].terminal == window[0].terminal:
+        return float("nan"), (float("nan"), float("nan"))
+    xs = [s.terminal / 1000 for s in window]
+    ys = [s.rss_mib for s in window]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
+        (x - mx) ** 2 for x in xs
+    )
+    return slope, (ys[0], ys[-1])
 
 
 def rss_mib(pid: int) -> float:

@@ -1,46 +1,47 @@
-"""The controller against a bare Kubernetes client, against itself, and against the original
-worker pattern, all on one local control plane (devcluster/controlplane.py) in one run:
+"""The controller against bare Kubernetes clients, against itself over a slow database, and
+against the original worker pattern, all on one local control plane (kwok fake nodes) in one
+run. Every figure is a ratio against a baseline of the same run, or a distribution
+(bench/README.md describes each run and its goal):
 
-  A. N rows (default 1,000) with max_concurrent N and pods that run 20 s, so all N attempts are
-     in flight at once: Job creations/s (first to last ADDED event on a watch of the run's
-     namespace, bench/_job_watch.py), peak RSS (VmHWM) and CPU (utime+stime) of the controller
-     process, Kubernetes API requests per job (the controller's `audiojob_api_requests_total`),
-     claim-to-Job p50/p95; every row must end complete at attempt 1 with one Job.
-  C. baseline, run before and after A and averaged: a bare client (the official kubernetes
-     package, as the controller used before it had its own aiohttp client) creating the same N
-     Jobs with the same concurrency as the controller's writes
-     (`AUDIOJOB_KUBE__WRITE_CONCURRENCY`, 16 threads), its creations/s measured by the same
-     watch.
-  S. DB statements per job: a smaller run through the in-repo Hrana server, which counts every
-     statement it executes.
-  L. 5,000 rows with max_concurrent 1,000 and 1 s pods, the default clocks (5 min to start,
-     10 min to run) and enough fake nodes for 1,000 pods at once: time, rows/s, peak RSS,
-     lost rows (not complete) and duplicate attempts (attempt > 1 or two Jobs for one row).
-  M. three installations (three namespaces, one database file) draining the same number of
-     rows as one installation: aggregate rows/s against one.
-  B. the original worker pattern: one claim per 3 s poll, one job at a time, computed.
+  F, K  baselines, each run before and after A and averaged: the same N Job bodies created at
+        the controller's write concurrency (16) by the fastest bare client we could write (F:
+        aiohttp, one keep-alive pool) and by the official async client (K: kubernetes.aio),
+        each in its own process (bench/_bare_client.py): Job creations/s and CPU per Job.
+  C     (not by default) the same with the official synchronous client in 16 threads, the
+        baseline of the figures before issue 21.
+  A     N rows (default 1,000), max_concurrent N, 20 s pods: all N in flight. Creations/s
+        against F and K, peak RSS, CPU per job (and against F's CPU per Job), API requests per
+        job, claim -> Job p50/p95; every row complete at attempt 1 with one Job.
+  S     DB statements per job: 200 rows through the in-repo Hrana server.
+  T     hosted-Turso latency: the controller over the Hrana server with a round-trip time of
+        0, 20 and 50 ms added to every request; rows/s, claim -> Job p50/p95, statements and
+        round trips per job at each.
+  L     10,000 rows at max_concurrent 1,000, 1 s pods: rows/s, peak RSS and its slope once the
+        in-flight set is full, CPU per job, rows read per job, lost rows, duplicate attempts.
+  M     three installations sharing one database against one: aggregate rows/s.
+  B     the original worker pattern (one claim per 3 s poll), computed.
 
-    python bench/bench_controller.py [--jobs N] [--large N] [--shared N]
+    python bench/bench_controller.py [--only FKASTLM] [--jobs N] [--large N] [--quick]
+                                     [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
-import kubernetes  # noqa: E402
 
 from bench import _plots as plots  # noqa: E402
 from bench._job_watch import JobWatch  # noqa: E402
@@ -49,27 +50,26 @@ from bench._runs import (  # noqa: E402
     check_once,
     histogram_quantiles,
     insert_rows,
+    metric_sum,
     new_namespace,
     proc_usage,
+    rss_slope,
     scrape,
     start_controller,
     stop,
     stop_all,
     wait_terminal,
 )
-from controller.builders import build_job  # noqa: E402
-from controller.settings import Settings  # noqa: E402
 from devcluster.controlplane import LocalCluster  # noqa: E402
 from devcluster.hrana_server import HranaServer  # noqa: E402
 
 ORIGINAL_POLL_SECONDS = 3.0
-TERMINAL = ("complete", "failed", "cancelled")
-
-
-# -- the measurements --------------------------------------------------------------------------
 SIM_DURATION = "audiojob.dev/sim-duration"
+PROFILE_RATE = 100
+"""py-spy samples per second (--profile)."""
 
 
+# -- the controller --------------------------------------------------------------------------------
 def start_bench_controller(
     cluster: LocalCluster,
     namespace: str,
@@ -78,16 +78,78 @@ def start_bench_controller(
     *,
     max_concurrent: int,
     pod_seconds: int | None = None,
+    src: Path = REPO,
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """A controller with the bench's fast clocks; kwok pods that run `pod_seconds`."""
+    """A controller (from `src`) with the bench's fast clocks; kwok pods that run
+    `pod_seconds`."""
     env = {
         "AUDIOJOB_CLAIM__MAX_CONCURRENT": str(max_concurrent),
         "AUDIOJOB_CLAIM__POLL_INTERVAL_SECONDS": "0.5",
         "AUDIOJOB_CLAIM__HEARTBEAT_INTERVAL_SECONDS": "5",
+        # kwok's pods run no runner, so they never heartbeat: on a loaded machine kwok ends a
+        # "20 s" pod a minute or more late, and the default 60 s stale clock then killed and
+        # retried 405 of 1,000 rows (a run at load 6), which measures kwok, not the controller.
+        "AUDIOJOB_TIMEOUTS__HEARTBEAT_STALE_SECONDS": "900",
     }
     if pod_seconds is not None:
         env["AUDIOJOB_RUNNER__POD_ANNOTATIONS"] = json.dumps({SIM_DURATION: f"{pod_seconds}s"})
-    return start_controller(cluster, namespace, db_url, log, **env)
+    return start_controller(cluster, namespace, db_url, log, src=src, **env)
+
+
+class Profiler:
+    """py-spy attached to a process for its whole life (--profile); collapsed stacks."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        self.out = out
+        self.proc: subprocess.Popen[bytes] | None = None
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not Path(spy).exists():
+            print("  --profile: py-spy not found (pip install py-spy)", flush=True)
+            return
+        self.proc = subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--nonblocking",
+                "--rate",
+                str(PROFILE_RATE),
+                "--format",
+                "raw",
+                "-o",
+                str(out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def finish(self) -> None:
+        """Call once the profiled process has exited: py-spy then writes its file."""
+        if self.proc is not None:
+            self.proc.wait(timeout=60)
+            print(f"  profile: {self.out} ({summarize_profile(self.out)})", flush=True)
+
+
+def summarize_profile(path: Path, top: int = 8) -> str:
+    """The functions with the most samples on CPU in them (inclusive), as % of all samples."""
+    if not path.exists():
+        return "no samples"
+    incl: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        total += n
+        for frame in {f.split(" (")[0] for f in stack.split(";")}:
+            incl[frame] = incl.get(frame, 0) + n
+    skip = ("_run", "run", "main", "<module>", "_run_code", "_run_module_as_main", "_run_once")
+    ranked = [
+        (n, f)
+        for f, n in sorted(incl.items(), key=lambda kv: -kv[1])
+        if f not in skip and not f.startswith(("BaseEventLoop", "Runner", "Handle", "Engine.run"))
+    ]
+    return ", ".join(f"{f} {100 * n / total:.0f}%" for n, f in ranked[:top])
 
 
 def drain(
@@ -99,42 +161,49 @@ def drain(
     n: int,
     max_concurrent: int,
     pod_seconds: int,
+    db_url: str | None = None,
     samples: list[Sample] | None = None,
+    profile: Path | None = None,
+    src: Path = REPO,
 ) -> tuple[float, float, float, str]:
     """(seconds until all n rows are terminal, peak RSS MiB, CPU s, /metrics) of one controller
-    on a database file; its progress and RSS over time go to `samples`."""
+    on a database file (or `db_url` in front of it); its progress and RSS over time go to
+    `samples`."""
     proc, port = start_bench_controller(
         cluster,
         namespace,
-        f"file:{db}",
+        db_url or f"file:{db}",
         log,
         max_concurrent=max_concurrent,
         pod_seconds=pod_seconds,
+        src=src,
     )
+    profiler = Profiler(proc.pid, profile) if profile else None
     try:
-        wall = wait_terminal(db, n, timeout=1800, proc=proc, samples=samples)
+        wall = wait_terminal(db, n, timeout=3600, proc=proc, samples=samples)
         rss, cpu = proc_usage(proc.pid)
         return wall, rss, cpu, scrape(port)
     finally:
         stop(proc)
+        if profiler is not None:
+            profiler.finish()
 
 
-def run_in_flight(cluster: LocalCluster, n: int, tmp: Path) -> dict[str, Any]:
+def run_in_flight(
+    cluster: LocalCluster, n: int, tmp: Path, *, profile: bool, src: Path = REPO
+) -> dict[str, Any]:
     ns = new_namespace(cluster)
-    db = tmp / "a.db"
+    db = tmp / f"a-{uuid.uuid4().hex[:6]}.db"
     insert_rows(db, n, "a")
     with JobWatch(cluster.kubeconfig, ns, n) as watch:
         wall, rss, cpu, text = drain(
-            cluster, ns, db, tmp / "controller-a.log", n=n, max_concurrent=n, pod_seconds=20
-        )
+            cluster, ns, db, tmp / "controller-a.log", n=n, max_concurrent=n, pod_seconds=20,
+            profile=plots.OUT / f"profile-{'A0' if src != REPO else 'A'}.txt" if profile else None,
+            src=src,
+        )  # fmt: skip
         created = watch.result()
     checked = check_once(db, cluster, [ns])
     qs = histogram_quantiles(text, "audiojob_claim_to_job_seconds", (0.5, 0.95))
-    requests = sum(
-        float(line.split()[-1])
-        for line in text.splitlines()
-        if line.startswith("audiojob_api_requests_total{")
-    )
     return {
         "n": n,
         "wall_s": wall,
@@ -146,47 +215,50 @@ def run_in_flight(cluster: LocalCluster, n: int, tmp: Path) -> dict[str, Any]:
         "claim_to_job_p95_s": qs.get(0.95, float("nan")),
         "peak_rss_mib": rss,
         "cpu_s": cpu,
-        "api_requests": requests,
+        "api_requests": metric_sum(text, "audiojob_api_requests_total"),
+        "load": os.getloadavg()[0],
         **checked,
     }
 
 
-def run_bare_client(cluster: LocalCluster, n: int, concurrency: int) -> dict[str, Any]:
+# -- the baselines ---------------------------------------------------------------------------------
+def run_bare(cluster: LocalCluster, mode: str, n: int, concurrency: int) -> dict[str, Any]:
+    """One bare client (bench/_bare_client.py) creating n Jobs in a fresh namespace."""
     ns = new_namespace(cluster)
-    settings = Settings.model_validate(
-        {"kube": {"namespace": ns}, "runner": {"service_account": "default"}}
-    )
-    api = cluster.api_client()
-    # Same as the controller: a pooled connection per concurrent call.
-    api.rest_client.pool_manager.connection_pool_kw["maxsize"] = concurrency
-    batch = kubernetes.client.BatchV1Api(api)
-    bodies = [
-        build_job(
-            job_id=f"c{i:05d}",
-            job_type="ingest",
-            attempt=1,
-            trace_id=uuid.uuid4().hex,
-            payload_json=json.dumps({"url": "https://example.com/a.mp3"}),
-            settings=settings,
-        )
-        for i in range(n)
-    ]
     with JobWatch(cluster.kubeconfig, ns, n) as watch:
-        start = time.monotonic()
-        with ThreadPoolExecutor(concurrency) as pool:
-            list(pool.map(lambda body: batch.create_namespaced_job(ns, body), bodies))
-        took = time.monotonic() - start
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench._bare_client",
+                mode,
+                str(cluster.kubeconfig),
+                ns,
+                str(n),
+                str(concurrency),
+            ],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        measured = json.loads(out.stdout)
         created = watch.result()
     return {
+        "mode": mode,
         "n": n,
         "concurrency": concurrency,
-        "seconds": took,
+        "seconds": measured["seconds"],
+        "cpu_ms_per_job": measured["cpu_s"] * 1000 / n,
         "jobs_per_s": created.pop("per_s"),
         "creation_span_s": created.pop("span_s"),
+        "load": os.getloadavg()[0],
         **created,
     }
 
 
+# -- the database ----------------------------------------------------------------------------------
 def run_statements(cluster: LocalCluster, n: int, tmp: Path) -> dict[str, Any]:
     """A smaller run through the counting Hrana server."""
     ns = new_namespace(cluster)
@@ -210,25 +282,84 @@ def run_statements(cluster: LocalCluster, n: int, tmp: Path) -> dict[str, Any]:
     return {"n": n, "statements": used, "per_job": used / n, "wall_s": wall}
 
 
+def run_latency(
+    cluster: LocalCluster, n: int, tmp: Path, *, max_concurrent: int, rtt_ms: int
+) -> dict[str, Any]:
+    """The controller over the Hrana server with `rtt_ms` added to every request (the network
+    to hosted Turso), `max_concurrent` in flight, 1 s pods."""
+    ns = new_namespace(cluster)
+    db = tmp / f"t{rtt_ms}.db"
+    insert_rows(db, n, "t")
+    server = HranaServer(str(db)).start()
+    server.round_trip_seconds = rtt_ms / 1000
+    statements, requests = server.stats.statements, server.stats.requests
+    samples: list[Sample] = []
+    try:
+        wall, rss, cpu, text = drain(
+            cluster, ns, db, tmp / f"controller-t{rtt_ms}.log", n=n,
+            max_concurrent=max_concurrent, pod_seconds=1, db_url=server.url("http"),
+            samples=samples,
+        )  # fmt: skip
+        statements = server.stats.statements - statements
+        requests = server.stats.requests - requests
+    finally:
+        server.stop()
+    qs = histogram_quantiles(text, "audiojob_claim_to_job_seconds", (0.5, 0.95))
+    create = histogram_quantiles(
+        text, "audiojob_api_request_duration_seconds", (0.5, 0.95), labels='verb="create"'
+    )
+    title = f"{n:,} rows, {max_concurrent:,} in flight, {rtt_ms} ms to the database"
+    latencies = plots.claim_to_running_seconds(db)
+    for path in plots.write(f"latency-{rtt_ms}ms", samples, latencies, title):
+        print(f"  wrote {path.relative_to(REPO)}", flush=True)
+    return {
+        "n": n,
+        "rtt_ms": rtt_ms,
+        "max_concurrent": max_concurrent,
+        "wall_s": wall,
+        "rows_per_s": n / wall,
+        "claim_to_job_p50_s": qs.get(0.5, float("nan")),
+        "claim_to_job_p95_s": qs.get(0.95, float("nan")),
+        "create_call_p95_s": create.get(0.95, float("nan")),
+        "statements_per_job": statements / n,
+        "round_trips_per_job": requests / n,
+        "peak_rss_mib": rss,
+        "cpu_ms_per_job": cpu * 1000 / n,
+        "load": os.getloadavg()[0],
+        **check_once(db, cluster, [ns]),
+    }
+
+
+# -- long runs -------------------------------------------------------------------------------------
 def run_large(cluster: LocalCluster, n: int, tmp: Path, max_concurrent: int) -> dict[str, Any]:
     ns = new_namespace(cluster)
     db = tmp / "l.db"
     insert_rows(db, n, "l")
     samples: list[Sample] = []
-    wall, rss, cpu, _ = drain(
+    wall, rss, cpu, text = drain(
         cluster, ns, db, tmp / "controller-l.log", n=n, max_concurrent=max_concurrent,
         pod_seconds=1, samples=samples,
     )  # fmt: skip
     title = f"{n:,} rows, max_concurrent {max_concurrent:,}, 1 s pods"
     for path in plots.write("large", samples, plots.claim_to_running_seconds(db), title):
         print(f"  wrote {path.relative_to(REPO)}", flush=True)
+    # Memory once the in-flight set is full: from the first max_concurrent rows done (every
+    # cache has seen a whole in-flight set) until the last max_concurrent start to drain.
+    slope, window = rss_slope(samples, start=max_concurrent, end=n - max_concurrent)
+    read = metric_sum(text, "audiojob_db_rows_read_total")
+    claim_read = metric_sum(text, 'audiojob_db_rows_read_total{kind="claim"}')
     return {
         "n": n,
         "max_concurrent": max_concurrent,
         "wall_s": wall,
         "rows_per_s": n / wall,
         "peak_rss_mib": rss,
+        "rss_slope_mib_per_1000_rows": slope,
+        "rss_window_mib": window,
         "cpu_s": cpu,
+        "rows_read_per_job": read / n,
+        "claim_rows_read_per_job": claim_read / n,
+        "load": os.getloadavg()[0],
         **check_once(db, cluster, [ns]),
     }
 
@@ -261,112 +392,282 @@ def run_installations(cluster: LocalCluster, n: int, tmp: Path, count: int) -> d
         "wall_s": wall,
         "rows_per_s": n / wall,
         "rows_per_installation": sorted(owners.values()),
+        "load": os.getloadavg()[0],
         **check_once(db, cluster, spaces),
     }
 
 
-BEFORE = {"creations_ratio": 0.50, "rss_mib": 336, "cpu_ms_per_job": 33, "statements": 4.1}
-"""Issue 12's starting point: the engine before it was split, the sequential bare client."""
-KOPF_WATCHES = {"creations_ratio": 0.70, "rss_mib": 186, "cpu_ms_per_job": 24.8}
-"""The split engine still fed by kopf's watch handlers and creating Jobs through the official
-client in threads (the run before controller/watch.py and the aiohttp client)."""
+# -- the report ------------------------------------------------------------------------------------
+BEFORE_ISSUE_21 = {
+    "creations_vs_threads": 0.90,
+    "rss_mib": 107,
+    "cpu_ms_per_job": 20.2,
+    "statements": 0.76,
+}
+"""`--only AC` on main before this branch (N=1,000, quiet machine): no figure may regress."""
+
+LATENCIES_MS = (0, 20, 50)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--jobs", type=int, default=1000, help="rows of run A (all in flight)")
     parser.add_argument("--statement-jobs", type=int, default=200)
-    parser.add_argument("--large", type=int, default=5000)
+    parser.add_argument("--latency-jobs", type=int, default=2000)
+    parser.add_argument("--latency-concurrent", type=int, default=1000)
+    parser.add_argument("--large", type=int, default=10_000)
     parser.add_argument("--large-concurrent", type=int, default=1000)
     parser.add_argument("--shared", type=int, default=600)
     parser.add_argument("--write-concurrency", type=int, default=16)
-    parser.add_argument("--only", default="ACSLM", help="which runs, e.g. L or ACS")
+    parser.add_argument(
+        "--only", default="FKASTLM", help="which runs, e.g. FKA (C: the threaded client too)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short subset: FKAT at 500 rows, the latency runs at 500 rows all in flight",
+    )
+    parser.add_argument("--profile", action="store_true", help="py-spy on run A's controller")
+    parser.add_argument(
+        "--before",
+        metavar="REF",
+        help="also run A (as A0, before A) with the controller of this git ref: a before/after"
+        " of a change in one run",
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.only, args.jobs = "FKAT", 500
+        args.latency_jobs = args.latency_concurrent = 500
     n = args.jobs
     began = time.monotonic()
     runs: dict[str, Any] = {}
+    print(f"load average at start: {os.getloadavg()[0]:.2f}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-controller-") as tmp_s:
         tmp = Path(tmp_s)
         print(f"starting the local control plane ... (N={n})", flush=True)
         # Enough fake nodes (110 pods each) for every attempt in flight to run at once: with
         # kwok's default three, pods of the large run waited Pending past their deadline.
-        nodes = max(3, -(-max(n, args.large_concurrent) // 100))
-        with LocalCluster(nodes=nodes) as cluster:
+        biggest = max(n, args.large_concurrent, args.latency_concurrent)
+        with LocalCluster(nodes=max(3, -(-biggest // 100))) as cluster:
             print(f"  up in {time.monotonic() - began:.0f}s", flush=True)
-            # The baseline runs before and after the controller and is averaged: on a shared
+            wc = args.write_concurrency
+            # The baselines run before and after the controller and are averaged: on a shared
             # machine the load drifts between runs, and one side alone would carry it.
             plan = {
-                "C1": lambda: run_bare_client(cluster, n, args.write_concurrency),
-                "A": lambda: run_in_flight(cluster, n, tmp),
-                "C2": lambda: run_bare_client(cluster, n, args.write_concurrency),
+                "F1": lambda: run_bare(cluster, "aiohttp", n, wc),
+                "K1": lambda: run_bare(cluster, "aio", n, wc),
+                "C1": lambda: run_bare(cluster, "threads", n, wc),
+                "A0": lambda: run_in_flight(
+                    cluster, n, tmp, profile=args.profile, src=checkout(args.before, tmp)
+                ),
+                "A": lambda: run_in_flight(cluster, n, tmp, profile=args.profile),
+                "F2": lambda: run_bare(cluster, "aiohttp", n, wc),
+                "K2": lambda: run_bare(cluster, "aio", n, wc),
+                "C2": lambda: run_bare(cluster, "threads", n, wc),
                 "S": lambda: run_statements(cluster, min(args.statement_jobs, n), tmp),
+                **{
+                    f"T{ms}": lambda ms=ms: run_latency(
+                        cluster,
+                        args.latency_jobs,
+                        tmp,
+                        max_concurrent=args.latency_concurrent,
+                        rtt_ms=ms,
+                    )
+                    for ms in LATENCIES_MS
+                },
                 "L": lambda: run_large(cluster, args.large, tmp, args.large_concurrent),
                 "M1": lambda: run_installations(cluster, args.shared, tmp, 1),
                 "M3": lambda: run_installations(cluster, args.shared, tmp, 3),
             }
             for key, run in plan.items():
-                if key[0] in args.only:
+                if key[0] in args.only and (key != "A0" or args.before):
                     runs[key] = run()
                     print(f"{key}: {json.dumps(runs[key])}", flush=True)
     print()
-    report(runs, n, args.shared)
+    goals = report(runs, n, args.shared)
+    for path in plots.figures(runs, goals):
+        print(f"wrote {path.relative_to(REPO)}")
     print(f"total bench time: {time.monotonic() - began:.0f}s")
     return 0
 
 
-def report(runs: dict[str, Any], n: int, shared: int) -> None:
-    if "A" in runs and "C1" in runs:
-        a, c1, c2 = runs["A"], runs["C1"], runs["C2"]
-        baseline = (c1["jobs_per_s"] + c2["jobs_per_s"]) / 2
-        ratio = a["jobs_created_per_s"] / baseline
-        print(
-            f"Job creations/s (first to last ADDED event on a Job watch): controller"
-            f" {a['jobs_created_per_s']:.1f} ({n} in {a['creation_span_s']:.2f} s), bare client"
-            f" at the same concurrency {baseline:.1f} (mean of the runs before and after:"
-            f" {c1['jobs_per_s']:.1f} in {c1['creation_span_s']:.2f} s,"
-            f" {c2['jobs_per_s']:.1f} in {c2['creation_span_s']:.2f} s): {ratio:.2f}x"
-            f" (before: {BEFORE['creations_ratio']:.2f}x; with kopf's watches"
-            f" {KOPF_WATCHES['creations_ratio']:.2f}x; goal >= 0.9x)"
-        )
+def checkout(ref: str, tmp: Path) -> Path:
+    """The controller and runner packages of a git ref, in a directory of their own."""
+    out = tmp / f"src-{ref.replace('/', '_')}"
+    if not out.exists():
+        out.mkdir()
+        archive = subprocess.run(
+            ["git", "archive", ref, "controller", "runner"],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    return out
+
+
+def _mean(runs: dict[str, Any], keys: tuple[str, ...], field: str) -> float | None:
+    values = [runs[k][field] for k in keys if k in runs]
+    return sum(values) / len(values) if values else None
+
+
+def _load(runs: dict[str, Any], *keys: str) -> str:
+    loads = [runs[k]["load"] for k in keys if k in runs and "load" in runs[k]]
+    return f"load {min(loads):.1f}-{max(loads):.1f}" if loads else "load ?"
+
+
+class Goals(list[tuple[str, str, bool | None]]):
+    """(figure, goal, met) rows, printed as they come and listed again at the end."""
+
+    def add(self, figure: str, goal: str = "", met: bool | None = None) -> None:
+        self.append((figure, goal, met))
+        verdict = "" if met is None else (" -- met" if met else " -- NOT MET")
+        print(f"{figure}{f' (goal {goal})' if goal else ''}{verdict}", flush=True)
+
+
+def report(runs: dict[str, Any], n: int, shared: int) -> Goals:
+    goals = Goals()
+    fast = _mean(runs, ("F1", "F2"), "jobs_per_s")
+    fast_cpu = _mean(runs, ("F1", "F2"), "cpu_ms_per_job")
+    aio = _mean(runs, ("K1", "K2"), "jobs_per_s")
+    threads = _mean(runs, ("C1", "C2"), "jobs_per_s")
+    for key, label in (("F", "fastest bare client (aiohttp)"), ("K", "kubernetes.aio"),
+                       ("C", "threaded official client")):  # fmt: skip
+        if f"{key}1" in runs:
+            one, two = runs[f"{key}1"], runs.get(f"{key}2", runs[f"{key}1"])
+            goals.add(
+                f"baseline {label}: {one['jobs_per_s']:.1f} / {two['jobs_per_s']:.1f} Jobs/s"
+                f" before/after, CPU {one['cpu_ms_per_job']:.2f} / {two['cpu_ms_per_job']:.2f}"
+                f" ms/Job ({_load(runs, f'{key}1', f'{key}2')})"
+            )
     if "A" in runs:
         a = runs["A"]
-        print(
-            f"{n} in flight: peak RSS {a['peak_rss_mib']:.0f} MiB (before {BEFORE['rss_mib']};"
-            f" with kopf's watches {KOPF_WATCHES['rss_mib']}; goal <= 150), CPU"
-            f" {a['cpu_s'] * 1000 / n:.1f} ms/job (before {BEFORE['cpu_ms_per_job']}; with"
-            f" kopf's watches {KOPF_WATCHES['cpu_ms_per_job']}; goal <= 10), API requests/job"
-            f" {a['api_requests'] / n:.2f}, claim-to-Job p50/p95"
-            f" {a['claim_to_job_p50_s'] * 1000:.0f}/{a['claim_to_job_p95_s'] * 1000:.0f} ms,"
-            f" not complete {a['lost']}, attempt>1 {a['attempt_gt_1']},"
-            f" extra Jobs {a['extra_jobs']}"
+        rate = a["jobs_created_per_s"]
+        cpu_ms = a["cpu_s"] * 1000 / n
+        load = _load(runs, "A")
+        goals.add(f"controller: {rate:.1f} Jobs/s ({n} in {a['creation_span_s']:.2f} s, {load})")
+        if fast:
+            goals.add(f"Job creations vs the fastest bare client: {rate / fast:.2f}x", ">= 0.9x",
+                      rate / fast >= 0.9)  # fmt: skip
+        if aio:
+            goals.add(f"Job creations vs kubernetes.aio: {rate / aio:.2f}x")
+        if threads:
+            goals.add(
+                f"Job creations vs the threaded client: {rate / threads:.2f}x (before issue 21:"
+                f" {BEFORE_ISSUE_21['creations_vs_threads']:.2f}x)",
+                f">= {BEFORE_ISSUE_21['creations_vs_threads']:.2f}x (no regression)",
+                rate / threads >= BEFORE_ISSUE_21["creations_vs_threads"],
+            )
+        goals.add(
+            f"{n} in flight: peak RSS {a['peak_rss_mib']:.0f} MiB (before issue 21:"
+            f" {BEFORE_ISSUE_21['rss_mib']})",
+            f"<= {BEFORE_ISSUE_21['rss_mib']} MiB (no regression)",
+            a["peak_rss_mib"] <= BEFORE_ISSUE_21["rss_mib"],
+        )
+        goals.add(f"{n} in flight: CPU {cpu_ms:.1f} ms/job ({load})", "<= 10 ms", cpu_ms <= 10)
+        if fast_cpu:
+            goals.add(
+                f"CPU per job vs the fastest bare client's CPU per created Job:"
+                f" {cpu_ms / fast_cpu:.1f}x ({fast_cpu:.2f} ms/Job)"
+            )
+        goals.add(
+            f"{n} in flight: API requests/job {a['api_requests'] / n:.2f}, claim -> Job p50/p95"
+            f" {a['claim_to_job_p50_s']:.1f}/{a['claim_to_job_p95_s']:.1f} s"
+        )
+        goals.add(
+            f"{n} in flight: not complete {a['lost']}, attempt>1 {a['attempt_gt_1']}, extra Jobs"
+            f" {a['extra_jobs']}",
+            "0 each",
+            a["lost"] == a["attempt_gt_1"] == a["extra_jobs"] == 0,
+        )
+    if "A0" in runs and "A" in runs:
+        a0, a = runs["A0"], runs["A"]
+        goals.add(
+            f"A before ({_load(runs, 'A0')}) -> after ({_load(runs, 'A')}): Jobs/s"
+            f" {a0['jobs_created_per_s']:.1f} -> {a['jobs_created_per_s']:.1f}, CPU"
+            f" {a0['cpu_s'] * 1000 / n:.1f} -> {a['cpu_s'] * 1000 / n:.1f} ms/job, peak RSS"
+            f" {a0['peak_rss_mib']:.0f} -> {a['peak_rss_mib']:.0f} MiB, claim -> Job p95"
+            f" {a0['claim_to_job_p95_s']:.1f} -> {a['claim_to_job_p95_s']:.1f} s"
         )
     if "S" in runs:
         s = runs["S"]
-        print(
-            f"DB statements/job (N={s['n']}): {s['per_job']:.2f} (before"
-            f" {BEFORE['statements']}; goal <= 3)"
+        goals.add(
+            f"DB statements/job (N={s['n']}): {s['per_job']:.2f} (before issue 21:"
+            f" {BEFORE_ISSUE_21['statements']})",
+            f"<= {BEFORE_ISSUE_21['statements']} (no regression)",
+            s["per_job"] <= BEFORE_ISSUE_21["statements"],
         )
+    zero = runs.get("T0")
+    for ms in LATENCIES_MS:
+        if (t := runs.get(f"T{ms}")) is None:
+            continue
+        goals.add(
+            f"{ms} ms to the database ({t['n']} rows, {t['max_concurrent']} in flight,"
+            f" {_load(runs, f'T{ms}')}): {t['rows_per_s']:.1f} rows/s, claim -> Job p50/p95"
+            f" {t['claim_to_job_p50_s']:.2f}/{t['claim_to_job_p95_s']:.2f} s, statements/job"
+            f" {t['statements_per_job']:.2f}, round trips/job {t['round_trips_per_job']:.2f},"
+            f" CPU {t['cpu_ms_per_job']:.1f} ms/job, not complete {t['lost']}, attempt>1"
+            f" {t['attempt_gt_1']}, extra Jobs {t['extra_jobs']}"
+        )
+        if ms and zero is not None:
+            ratio = t["rows_per_s"] / zero["rows_per_s"]
+            goals.add(f"  rows/s at {ms} ms vs 0 ms: {ratio:.2f}x", ">= 0.8x", ratio >= 0.8)
+            # The create time is the 0 ms run's claim -> Job p95: what the same batch takes to
+            # create with no round trip in it.
+            budget = 3 * ms / 1000 + zero["claim_to_job_p95_s"]
+            goals.add(
+                f"  claim -> Job p95 at {ms} ms: {t['claim_to_job_p95_s']:.2f} s (0 ms:"
+                f" {zero['claim_to_job_p95_s']:.2f} s)",
+                f"<= 3 round trips + the create time = {budget:.2f} s",
+                t["claim_to_job_p95_s"] <= budget,
+            )
     if "L" in runs:
         big = runs["L"]
-        print(
-            f"{big['n']} rows, max_concurrent {big['max_concurrent']}: {big['wall_s']:.0f} s"
-            f" ({big['rows_per_s']:.1f} rows/s), peak RSS {big['peak_rss_mib']:.0f} MiB,"
-            f" CPU {big['cpu_s'] * 1000 / big['n']:.1f} ms/job, not complete {big['lost']},"
-            f" attempt>1 {big['attempt_gt_1']}, extra Jobs {big['extra_jobs']}"
+        cpu_ms = big["cpu_s"] * 1000 / big["n"]
+        head = f"{big['n']:,} rows, max_concurrent {big['max_concurrent']:,}"
+        goals.add(
+            f"{head} ({_load(runs, 'L')}): {big['wall_s']:.0f} s ({big['rows_per_s']:.1f} rows/s),"
+            f" peak RSS {big['peak_rss_mib']:.0f} MiB"
+        )
+        lo, hi = big["rss_window_mib"]
+        goals.add(
+            f"{head}: RSS slope once the in-flight set is full"
+            f" {big['rss_slope_mib_per_1000_rows']:+.2f} MiB per 1,000 rows ({lo:.0f} -> {hi:.0f}"
+            " MiB)",
+            "flat: <= +1 MiB per 1,000 rows",
+            big["rss_slope_mib_per_1000_rows"] <= 1.0,
+        )
+        goals.add(f"{head}: CPU {cpu_ms:.1f} ms/job", "<= 10 ms", cpu_ms <= 10)
+        goals.add(
+            f"{head}: not complete {big['lost']}, attempt>1 {big['attempt_gt_1']}, extra Jobs"
+            f" {big['extra_jobs']}",
+            "0 each",
+            big["lost"] == big["attempt_gt_1"] == big["extra_jobs"] == 0,
+        )
+        goals.add(
+            f"{head}: rows read/job {big['rows_read_per_job']:.1f}, of which the claim"
+            f" {big['claim_rows_read_per_job']:.2f}",
+            "claim on its index: <= 3 rows read per claimed row",
+            big["claim_rows_read_per_job"] <= 3,
         )
     if "M1" in runs and "M3" in runs:
         one, three = runs["M1"], runs["M3"]
-        print(
+        goals.add(
             f"{shared} rows, three installations vs one: {three['rows_per_s']:.1f} vs"
             f" {one['rows_per_s']:.1f} rows/s ({three['rows_per_s'] / one['rows_per_s']:.2f}x),"
             f" rows per installation {three['rows_per_installation']}, not complete"
             f" {three['lost']}, attempt>1 {three['attempt_gt_1']}, extra Jobs"
             f" {three['extra_jobs']}"
         )
-    print(
+    goals.add(
         f"original worker pattern (one claim per {ORIGINAL_POLL_SECONDS:.0f} s poll):"
         f" {1 / ORIGINAL_POLL_SECONDS:.2f} rows/s"
     )
+    judged = [g for g in goals if g[2] is not None]
+    print(f"\ngoals: {sum(1 for g in judged if g[2])} of {len(judged)} met")
+    for figure, goal, met in judged:
+        print(f"  {'met    ' if met else 'NOT MET'}  {figure.strip()}  [goal {goal}]")
+    return goals
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ its name and its pod's start in the database."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Iterable, Iterator
@@ -18,7 +19,7 @@ from controller.logs import job_fields
 from controller.names import job_name
 from controller.settings import Settings
 from controller.snapshots import PodView
-from controller.store import JobRow, JobStore, StoreError, now_ms
+from controller.store import Beat, JobRow, JobStore, StoreError, now_ms
 from controller.store.batches import Batches, Started
 
 log = logging.getLogger("audiojob.engine")
@@ -65,6 +66,9 @@ class Attempt:
     k8s_job_recorded: bool = True
     claimed_here: bool = False
     """Claimed by this process (not adopted): its claim-to-Running latency is ours to time."""
+    beat: Beat | None = None
+    """The heartbeat of its last decision, while nothing that decision read has changed
+    (engine.loop decides again only then, or every poll interval)."""
 
     @classmethod
     def from_row(cls, row: JobRow, *, claimed_now: bool = False) -> Attempt:
@@ -80,8 +84,8 @@ class Attempt:
             claimed_here=claimed_now,
         )
 
-    @property
-    def name(self) -> str:
+    @functools.cached_property
+    def name(self) -> str:  # asked for every attempt in every cycle
         return job_name(self.job_id, self.attempt)
 
     def fields(self, **more: Any) -> dict[str, Any]:
@@ -175,5 +179,6 @@ class Attempts:
         except StoreError as e:
             for a, _ in self._starts:
                 a.recorded_start = False
+                a.beat = None  # decided again next cycle, which notes the start again
             self._starts.clear()
             log.warning("could not record Job names and starts yet: %s", e)

@@ -111,6 +111,8 @@ class Engine:
         self._last_heartbeat = 0.0
         self._last_claim = float("-inf")
         self._last_cancel_scan = float("-inf")
+        self._last_full_look = float("-inf")
+        self._decided_generation = -1
         self._freed = True
         """Capacity came free since the last claim: claim before the poll interval is up."""
         self._leader_task: asyncio.Task[None] | None = None
@@ -283,9 +285,33 @@ class Engine:
         )
 
     # -- 3. running attempts ----------------------------------------------------------------
+    def _full_look(self) -> set[str] | None:
+        """The Job names to decide about this cycle, or None for every attempt.
+
+        A cycle runs on every burst of watch events; deciding about every attempt in each one
+        cost most of the controller's CPU with 1,000 in flight (bench/README.md, "Profile").
+        What `decide` reads changes only by a watch event on the attempt's Job or pods, a
+        relist, or the clock; so an attempt is decided again when its Job or pods changed, and
+        all are, clocks included, at least every poll interval (as an idle controller would)."""
+        touched = self.view.take_touched()
+        if (
+            touched is None
+            or self.view.generation != self._decided_generation
+            or self._due(self._last_full_look, "poll_interval_seconds")
+        ):
+            self._decided_generation = self.view.generation
+            self._last_full_look = time.monotonic()
+            return None
+        return touched
+
     async def _watch_running(self, now: int) -> list[Beat]:
         beats: list[Beat] = []
+        touched = self._full_look()
         for a in self.attempts:
+            if touched is not None and a.beat is not None and a.name not in touched:
+                beats.append(a.beat)  # nothing it depends on changed since it was decided
+                continue
+            a.beat = None
             job = self.view.job(a.name)
             a.job_seen = a.job_seen or job is not None
             pods = self.view.pods_of(a.name)
@@ -294,7 +320,8 @@ class Engine:
                 if (then := after_kill(a.kill_then, pods)) is not None:
                     self._owe(a, then)
                 else:
-                    beats.append(Beat(a.job_id, a.attempt))
+                    a.beat = Beat(a.job_id, a.attempt)
+                    beats.append(a.beat)
                 continue
             decision, a.memory = decide(
                 job=job,
@@ -312,17 +339,21 @@ class Engine:
             if isinstance(decision, CreateJob):
                 await self._create_job(a)
                 beats.append(Beat(a.job_id, a.attempt))
-            elif isinstance(decision, Running):
-                beats.append(Beat(a.job_id, a.attempt, decision.stage, decision.progress))
+                continue  # decided again next cycle, with the Job created
+            if isinstance(decision, Complete | Fail | Retry):
+                self._owe(a, decision)
+                continue
+            if isinstance(decision, Running):
+                beat = Beat(a.job_id, a.attempt, decision.stage, decision.progress)
             elif isinstance(decision, Kill):
                 log.info("deleting pod: %s", decision.then.error, extra=a.fields())
                 a.kill_then = decision.then
                 await self.kube.delete_job(a.name, self.grace)
-                beats.append(Beat(a.job_id, a.attempt))
-            elif isinstance(decision, Complete | Fail | Retry):
-                self._owe(a, decision)
+                beat = Beat(a.job_id, a.attempt)
             else:
-                beats.append(Beat(a.job_id, a.attempt))
+                beat = Beat(a.job_id, a.attempt)
+            a.beat = beat  # for the cycles that skip it
+            beats.append(beat)
         await self.attempts.record()
         if len(self.outcomes):
             await self.outcomes.flush()

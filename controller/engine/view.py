@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from controller.kube import Kube
 
 
+TOUCHED_CAP = 100_000
+"""Job names remembered as changed between two cycles; past it, the next cycle looks at all."""
+
+
 class View:
     def __init__(self) -> None:
         self._jobs: dict[str, JobView] = {}
@@ -38,6 +42,9 @@ class View:
         self.want_list = False
         """A watch lost its place (410 Gone): relist in the next cycle."""
         self._listed = asyncio.Event()
+        self._touched: set[str] | None = set()
+        """Job names whose Job or pods changed since the engine last asked (`take_touched`);
+        None when too many piled up unasked: the engine then looks at every attempt."""
 
     # -- reading ----------------------------------------------------------------------------
     def job(self, name: str) -> JobView | None:
@@ -60,6 +67,13 @@ class View:
 
     def job_ids(self) -> list[str]:
         return [jid for jid, names in self._jobs_of_id.items() if names]
+
+    def take_touched(self) -> set[str] | None:
+        """The Job names whose Job or pods a watch event changed since the last call, or None
+        when that is not known (too many, or never asked): look at every one then. A relist
+        changes `generation`, which the caller checks on its own."""
+        touched, self._touched = self._touched, set()
+        return touched
 
     def covers(self, since_mono: float) -> bool:
         """True when a full relist was sent after `since_mono`."""
@@ -145,6 +159,15 @@ class View:
         self._index(kind, name, snap)
 
     def _index(self, kind: str, name: str, snap: JobView | PodView | None) -> None:
+        if self._touched is not None:
+            if kind == "job":
+                self._touched.add(name)
+            else:
+                pod = snap if isinstance(snap, PodView) else self._pods.get(name)
+                if pod is not None and pod.job_name:
+                    self._touched.add(pod.job_name)
+            if len(self._touched) > TOUCHED_CAP:
+                self._touched = None
         if isinstance(snap, JobView):
             self._put_job(snap)
         elif isinstance(snap, PodView):

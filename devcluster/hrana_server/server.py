@@ -50,6 +50,9 @@ class HranaServer:
         self.token = token
         self.base_url = base_url
         self.faults = Faults()
+        self.round_trip_seconds = 0.0
+        """Added to every pipeline and cursor request before it runs: the network between a
+        cluster and hosted Turso (bench_controller.py's latency runs set 0, 20 and 50 ms)."""
         self.stats = Stats()
         self.port = 0
         self.streams = Streams(self._connect, expiry=stream_expiry_seconds)
@@ -196,6 +199,8 @@ class HranaServer:
         except ProtocolError as e:
             return web.Response(status=400, text=str(e))
         self.stats.requests += 1
+        if self.round_trip_seconds > 0:
+            await asyncio.sleep(self.round_trip_seconds)
         fault = self.faults.take(HTTP_ACTIONS, _body_sql(body))
         if fault is not None:
             if fault.action == "delay":
