@@ -7,7 +7,7 @@ CACHE ?= $(HOME)/.cache/audiojob-operator
 export AUDIOJOB_CACHE := $(CACHE)
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: help venv system-deps binaries npm-deps node image test test-fast lint typecheck check demo cluster-up cluster-down bench clean
+.PHONY: help venv system-deps binaries npm-deps node image test test-fast lint typecheck check demo cluster-up cluster-down bench bench-quick clean
 
 help:
 	@echo "make demo         run the controller on a local control plane with sample jobs"
@@ -17,6 +17,7 @@ help:
 	@echo "make cluster-up   start the local control plane (kubeconfig path is printed)"
 	@echo "make cluster-down stop it and remove its state"
 	@echo "make bench        run the benchmarks (prints ratios against baselines)"
+	@echo "make bench-quick  a short subset of the controller bench (bench/README.md)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -78,8 +79,18 @@ cluster-up: venv binaries
 cluster-down: venv
 	$(PY) -m devcluster down
 
+# BENCH picks the scripts, BENCH_CONTROLLER_ARGS is passed to bench_controller.py (its --help);
+# `make bench-quick`: bench_controller.py's short subset only (bench/README.md).
+BENCH ?= bench/bench_*.py
+BENCH_CONTROLLER_ARGS ?=
 bench: venv system-deps binaries
-	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in $(BENCH); do echo "== $$b"; args=""; \
+	  if [ "$$b" = bench/bench_controller.py ]; then args="$(BENCH_CONTROLLER_ARGS)"; fi; \
+	  $(PY) $$b $$args || exit 1; done
+
+bench-quick: BENCH = bench/bench_controller.py
+bench-quick: BENCH_CONTROLLER_ARGS = --quick
+bench-quick: bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -481,7 +481,11 @@ def main() -> int:
             }
             for key, run in plan.items():
                 if key[0] in args.only and (key != "A0" or args.before):
-                    runs[key] = run()
+                    try:
+                        runs[key] = run()
+                    except Exception as e:  # the other runs' figures still count
+                        print(f"{key}: FAILED: {type(e).__name__}: {e}", flush=True)
+                        continue
                     print(f"{key}: {json.dumps(runs[key])}", flush=True)
     print()
     goals = report(runs, n, args.shared)

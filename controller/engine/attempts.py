@@ -169,13 +169,12 @@ class Attempts:
         """Write the Job names and pod starts not yet in the database."""
         names = [a for a in self._running.values() if a.job_created and not a.k8s_job_recorded]
         try:
-            if names:
-                await self._batches.set_k8s_jobs([(a.job_id, a.attempt, a.name) for a in names])
-                for a in names:
-                    a.k8s_job_recorded = True
-            if self._starts:
-                await self._batches.attempts_started([s for _, s in self._starts])
-                self._starts.clear()
+            await self._batches.record(
+                [(a.job_id, a.attempt, a.name) for a in names], [s for _, s in self._starts]
+            )
+            for a in names:
+                a.k8s_job_recorded = True
+            self._starts.clear()
         except StoreError as e:
             for a, _ in self._starts:
                 a.recorded_start = False

@@ -50,6 +50,27 @@ class Batches:
                 [x for job in chunk for x in job],
             )
 
+    async def record(
+        self, jobs: Sequence[tuple[str, int, str]], started: Sequence[Started]
+    ) -> None:
+        """`set_k8s_jobs` and `attempts_started` in one request: a cycle waits on it, and
+        hosted Turso is a round trip away (bench/README.md, run T)."""
+        stmts = [
+            (_set_k8s_jobs(self._table, len(chunk)).sql, [x for job in chunk for x in job])
+            for chunk in chunks(jobs)
+        ] + [
+            (
+                _upsert_ledger(self._table, len(chunk), *_STARTED).sql,
+                [x for s in chunk for x in (s.job_id, s.attempt, s.pod, s.node, s.started_ms)],
+            )
+            for chunk in chunks(started)
+        ]
+        if len(stmts) == 1:
+            sql, args = stmts[0]
+            await self._store._calls.run(sql, args, _what(jobs, started))
+        elif stmts:
+            await self._store._calls.batch(stmts, _what(jobs, started), kind="job_name")
+
     async def attempts_started(self, started: Sequence[Started]) -> None:
         await self._ledger(
             _STARTED, [(s.job_id, s.attempt, s.pod, s.node, s.started_ms) for s in started], "start"
@@ -72,6 +93,12 @@ class Batches:
                 f"record the {what} of {len(chunk)} attempts",
                 [x for row in chunk for x in row],
             )
+
+
+def _what(jobs: Sequence[object], started: Sequence[object]) -> str:
+    parts = [f"{len(jobs)} Job names"] if jobs else []
+    parts += [f"the start of {len(started)} attempts"] if started else []
+    return f"record {' and '.join(parts)}"
 
 
 _STARTED = (

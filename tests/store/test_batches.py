@@ -38,3 +38,19 @@ async def test_the_attempts_ledger_in_one_statement_each_way(store: JobStore) ->
         ("j", "pod-1", "n1", T0, T0 + 9, 0),
         ("k", "pod-2", None, T0 + 1, T0 + 8, 75),
     ]
+
+
+async def test_job_names_and_starts_go_in_one_request(store: JobStore) -> None:
+    """The cycle waits on these: one round trip to a hosted database, not two."""
+    for i in range(2):
+        await store.insert(job_id=f"r{i}", type="ingest", payload=INGEST, now_ms=T0 + i)
+    await store.claim(worker_id="w", limit=2, now_ms=T0 + 10)
+    batches = Batches(store)
+    before = store.statements
+    await batches.record([("r0", 1, "aj-r0-1")], [Started("r1", 1, "pod-r1", "n1", T0 + 20)])
+    assert store.statements == before + 1
+    await batches.record([], [])
+    assert store.statements == before + 1
+    rows = await store.get_many(["r0", "r1"])
+    assert rows["r0"].k8s_job == "aj-r0-1"
+    assert [(a.pod, a.started_at) for a in await store.attempts("r1")] == [("pod-r1", T0 + 20)]
