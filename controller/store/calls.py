@@ -196,9 +196,10 @@ class Calls:
         for rs in result if isinstance(result, list) else [result]:
             if not isinstance(rs, ResultSet):
                 continue
+            read, written = m.db_rows(kind)
             if rs.rows_read is not None:
                 self.rows_read[kind] += rs.rows_read
-                m.DB_ROWS_READ.labels(kind=kind).inc(rs.rows_read)
+                read.inc(rs.rows_read)
             if rs.rows_written is not None:
                 self.rows_written[kind] += rs.rows_written
-                m.DB_ROWS_WRITTEN.labels(kind=kind).inc(rs.rows_written)
+                written.inc(rs.rows_written)
