@@ -103,3 +103,15 @@ def test_the_index_keeps_snapshots_not_bodies() -> None:
     kept = view.job("aj-b-1")
     assert isinstance(kept, JobView) and kept.uid == "uid-aj-b-1"
     assert [(p.name, p.phase) for p in view.pods_of("aj-b-1")] == [("aj-b-1-x", "Running")]
+
+
+def test_the_jobs_touched_by_events_since_the_engine_last_asked() -> None:
+    """The engine decides again only about these (and about all after a relist)."""
+    view = View()
+    view.apply("job", "ADDED", job("aj-a-1", "a"))
+    view.apply("pod", "ADDED", pod("aj-b-1-x", "aj-b-1", "b"))
+    assert view.take_touched() == {"aj-a-1", "aj-b-1"}
+    assert view.take_touched() == set()
+    # A deleted pod touches the Job it belonged to.
+    view.apply("pod", "DELETED", pod("aj-b-1-x", "aj-b-1", "b"))
+    assert view.take_touched() == {"aj-b-1"}
