@@ -25,6 +25,20 @@ from devcluster.procs import terminate
 REPO = Path(__file__).resolve().parents[1]
 
 
+def settle(cluster: LocalCluster, timeout: float = 300) -> float:
+    """Wait until no pod in the cluster is Pending or Running (a run's Jobs leave up to 1,000
+    pods for kwok to start and end after it is measured: the next run would queue behind
+    them); seconds waited."""
+    core = kubernetes.client.CoreV1Api(cluster.api_client())
+    start = time.monotonic()
+    busy = "status.phase!=Succeeded,status.phase!=Failed"
+    while time.monotonic() - start < timeout:
+        if not core.list_pod_for_all_namespaces(field_selector=busy, limit=1).items:
+            break
+        time.sleep(2)
+    return time.monotonic() - start
+
+
 def new_namespace(cluster: LocalCluster) -> str:
     core = kubernetes.client.CoreV1Api(cluster.api_client())
     name = f"bench-{uuid.uuid4().hex[:8]}"

@@ -55,6 +55,7 @@ from bench._runs import (  # noqa: E402
     proc_usage,
     rss_slope,
     scrape,
+    settle,
     start_controller,
     stop,
     stop_all,
@@ -492,6 +493,9 @@ def main() -> int:
             }
             for key, run in plan.items():
                 if key[0] in args.only and (key != "A0" or args.before):
+                    if runs:
+                        waited = settle(cluster)
+                        print(f"  (cluster settled in {waited:.0f}s)", flush=True)
                     try:
                         runs[key] = run()
                     except Exception as e:  # the other runs' figures still count
