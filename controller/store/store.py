@@ -179,12 +179,21 @@ class JobStore(OutcomeWrites, Ledger):
         unique = list({b.job_id: b for b in beats}.values())
         gone: set[str] = set()
         now = resolve_now(now_ms)
+        stmts: list[tuple[str, list[object]]] = []
         for chunk in chunks(unique):
             values: list[object] = []
             for b in chunk:
                 progress = None if b.progress is None else max(0, min(100, int(b.progress)))
                 values += [b.job_id, b.attempt, b.stage, progress]
-            rs, _ = await self._call(self._sql.heartbeat(len(chunk)), "heartbeat", values, now=now)
+            stmt = self._sql.heartbeat(len(chunk))
+            stmts.append((stmt.sql, stmt.args(values, now=now)))
+        if not stmts:
+            return gone
+        if len(stmts) == 1:
+            results = [(await self._calls.run(*stmts[0], "heartbeat"))[0]]
+        else:  # more than one chunk: one request, not one round trip each
+            results = await self._calls.batch(stmts, "heartbeat", kind="heartbeat")
+        for chunk, rs in zip(chunks(unique), results, strict=True):
             alive = {str(v[0]) for v in rs.rows}
             gone |= {b.job_id for b in chunk} - alive
         return gone

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from controller.store import JobStore
+from controller.store import Beat, JobStore
 from controller.store.batches import Batches, Ended, Started
+from controller.store.rows import MAX_BATCH
 
 T0 = 1_700_000_000_000
 INGEST = {"url": "https://example.com/a"}
@@ -54,3 +55,18 @@ async def test_job_names_and_starts_go_in_one_request(store: JobStore) -> None:
     rows = await store.get_many(["r0", "r1"])
     assert rows["r0"].k8s_job == "aj-r0-1"
     assert [(a.pod, a.started_at) for a in await store.attempts("r1")] == [("pod-r1", T0 + 20)]
+
+
+async def test_a_heartbeat_past_one_chunk_is_one_request(store: JobStore) -> None:
+    n = MAX_BATCH + 10
+    for i in range(n):
+        await store.insert(job_id=f"h{i:04d}", type="ingest", payload=INGEST, now_ms=T0 + i)
+    await store.claim(worker_id="w", limit=n, now_ms=T0 + n)
+    await store.complete("h0003", 1, {})
+    before = store.statements
+    beats = [Beat(f"h{i:04d}", 1, "stage", 50) for i in range(n)]
+    assert await store.heartbeat(beats, now_ms=T0 + 2 * n) == {"h0003"}
+    assert store.statements == before + 1
+    last = await store.get(f"h{n - 1:04d}")
+    assert last is not None
+    assert last.progress == 50
