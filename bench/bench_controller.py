@@ -446,7 +446,20 @@ def main() -> int:
         help="also run A (as A0, before A) with the controller of this git ref: a before/after"
         " of a change in one run",
     )
+    parser.add_argument(
+        "--report",
+        nargs="+",
+        metavar="LOG",
+        help="no runs: the report and plots from the `KEY: {json}` lines of earlier runs' output"
+        " (e.g. run L in a run of its own, then report both together)",
+    )
     args = parser.parse_args()
+    if args.report:
+        runs = replay(args.report)
+        goals = report(runs, runs.get("A", {}).get("n", args.jobs), args.shared)
+        for path in plots.figures(runs, goals):
+            print(f"wrote {path.relative_to(REPO)}")
+        return 0
     if args.quick:
         args.only, args.jobs = "FKAT", 500
         args.latency_jobs = args.latency_concurrent = 500
@@ -508,6 +521,17 @@ def main() -> int:
         print(f"wrote {path.relative_to(REPO)}")
     print(f"total bench time: {time.monotonic() - began:.0f}s")
     return 0
+
+
+def replay(logs: list[str]) -> dict[str, Any]:
+    """The runs printed as `KEY: {json}` lines by earlier invocations, later ones winning."""
+    runs: dict[str, Any] = {}
+    for log in logs:
+        for line in Path(log).read_text().splitlines():
+            key, sep, rest = line.partition(": ")
+            if sep and rest.startswith("{") and key.isalnum():
+                runs[key] = json.loads(rest)
+    return runs
 
 
 def checkout(ref: str, tmp: Path) -> Path:
