@@ -21,8 +21,10 @@ run. Every figure is a ratio against a baseline of the same run, or a distributi
   M     three installations sharing one database against one: aggregate rows/s.
   B     the original worker pattern (one claim per 3 s poll), computed.
 
+Each run starts once the pods of the runs before it have ended (`settle`).
+
     python bench/bench_controller.py [--only FKASTLM] [--jobs N] [--large N] [--quick]
-                                     [--profile]
+                                     [--profile] [--before REF] [--report LOG...]
 """
 
 from __future__ import annotations
