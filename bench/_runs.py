@@ -80,6 +80,19 @@ def terminal_count(db_path: Path) -> int:
         return int(db.execute(q).fetchone()[0])
 
 
+def pending_count(db_path: Path) -> int:
+    with sqlite3.connect(db_path, timeout=10) as db:
+        return int(
+            db.execute("SELECT count(*) FROM audio_jobs WHERE status = 'pending'").fetchone()[0]
+        )
+
+
+def failed_count(db_path: Path) -> int:
+    with sqlite3.connect(db_path, timeout=10) as db:
+        q = "SELECT count(*) FROM audio_jobs WHERE status IN ('failed', 'cancelled')"
+        return int(db.execute(q).fetchone()[0])
+
+
 def start_controller(
     cluster: LocalCluster,
     namespace: str,
@@ -215,14 +228,17 @@ def wait_terminal(
     timeout: float,
     proc: subprocess.Popen[bytes],
     samples: list[Sample] | None = None,
+    *,
+    budget: float | None = None,
 ) -> float:
-    """Seconds until `n` rows are terminal; each look is appended to `samples` (the plots)."""
+    """Seconds until `n` rows are terminal, or until `budget` seconds have passed; each look
+    is appended to `samples` (the plots)."""
     start = time.monotonic()
     while True:
         done = terminal_count(db_path)
         if samples is not None:
             samples.append(Sample(time.monotonic() - start, done, rss_mib(proc.pid)))
-        if done >= n:
+        if done >= n or (budget is not None and time.monotonic() - start > budget):
             return time.monotonic() - start
         if proc.poll() is not None:
             raise RuntimeError(f"controller exited with {proc.returncode}")

@@ -50,10 +50,12 @@ from bench._job_watch import JobWatch  # noqa: E402
 from bench._runs import (  # noqa: E402
     Sample,
     check_once,
+    failed_count,
     histogram_quantiles,
     insert_rows,
     metric_sum,
     new_namespace,
+    pending_count,
     proc_usage,
     rss_slope,
     scrape,
@@ -61,6 +63,7 @@ from bench._runs import (  # noqa: E402
     start_controller,
     stop,
     stop_all,
+    terminal_count,
     wait_terminal,
 )
 from devcluster.controlplane import LocalCluster  # noqa: E402
@@ -172,6 +175,7 @@ def drain(
     profile: Path | None = None,
     src: Path = REPO,
     ttl_seconds: int | None = None,
+    budget: float | None = None,
 ) -> tuple[float, float, float, str]:
     """(seconds until all n rows are terminal, peak RSS MiB, CPU s, /metrics) of one controller
     on a database file (or `db_url` in front of it); its progress and RSS over time go to
@@ -188,7 +192,7 @@ def drain(
     )
     profiler = Profiler(proc.pid, profile) if profile else None
     try:
-        wall = wait_terminal(db, n, timeout=3600, proc=proc, samples=samples)
+        wall = wait_terminal(db, n, timeout=3600, proc=proc, samples=samples, budget=budget)
         rss, cpu = proc_usage(proc.pid)
         return wall, rss, cpu, scrape(port)
     finally:
@@ -345,36 +349,50 @@ Job and pod until Kubernetes collects it, so its memory grows with the rows fini
 one TTL, then stays flat; 60 s brings that plateau within the run (bench/README.md)."""
 
 
-def run_large(cluster: LocalCluster, n: int, tmp: Path, max_concurrent: int) -> dict[str, Any]:
+def run_large(
+    cluster: LocalCluster, n: int, tmp: Path, max_concurrent: int, budget: float | None = None
+) -> dict[str, Any]:
+    """`budget`: stop after that many seconds and report over the rows finished by then
+    (`partial`), for a machine too loaded to finish n rows in the time there is."""
     ns = new_namespace(cluster)
     db = tmp / "l.db"
     insert_rows(db, n, "l")
     samples: list[Sample] = []
     wall, rss, cpu, text = drain(
         cluster, ns, db, tmp / "controller-l.log", n=n, max_concurrent=max_concurrent,
-        pod_seconds=1, samples=samples, ttl_seconds=LARGE_TTL_SECONDS,
+        pod_seconds=1, samples=samples, ttl_seconds=LARGE_TTL_SECONDS, budget=budget,
     )  # fmt: skip
+    done = terminal_count(db)
+    partial = done < n
     title = f"{n:,} rows, max_concurrent {max_concurrent:,}, 1 s pods"
     for path in plots.write("large", samples, plots.claim_to_running_seconds(db), title):
         print(f"  wrote {path.relative_to(REPO)}", flush=True)
     # Memory once the in-flight set is full: from the first max_concurrent rows done (every
     # cache has seen a whole in-flight set) until the last max_concurrent start to drain.
-    slope, window = rss_slope(samples, start=max_concurrent, end=n - max_concurrent)
+    slope, window = rss_slope(
+        samples, start=max_concurrent, end=(done if partial else n - max_concurrent)
+    )
     read = metric_sum(text, "audiojob_db_rows_read_total")
     claim_read = metric_sum(text, 'audiojob_db_rows_read_total{kind="claim"}')
+    claimed = n - pending_count(db)
+    checked = check_once(db, cluster, [ns])
+    if partial:  # rows still pending or running are not lost
+        checked["lost"] = failed_count(db)
     return {
-        "n": n,
+        "n": done,
+        "rows": n,
+        "partial": partial,
         "max_concurrent": max_concurrent,
         "wall_s": wall,
-        "rows_per_s": n / wall,
+        "rows_per_s": done / wall,
         "peak_rss_mib": rss,
         "rss_slope_mib_per_1000_rows": slope,
         "rss_window_mib": window,
         "cpu_s": cpu,
-        "rows_read_per_job": read / n,
-        "claim_rows_read_per_job": claim_read / n,
+        "rows_read_per_job": read / max(done, 1),
+        "claim_rows_read_per_job": claim_read / max(claimed, 1),
         "load": os.getloadavg()[0],
-        **check_once(db, cluster, [ns]),
+        **checked,
     }
 
 
@@ -431,6 +449,12 @@ def main() -> int:
     parser.add_argument("--latency-concurrent", type=int, default=1000)
     parser.add_argument("--large", type=int, default=10_000)
     parser.add_argument("--large-concurrent", type=int, default=1000)
+    parser.add_argument(
+        "--large-budget",
+        type=float,
+        metavar="SECONDS",
+        help="stop run L after this long and report over the rows finished (a loaded machine)",
+    )
     parser.add_argument("--shared", type=int, default=600)
     parser.add_argument("--write-concurrency", type=int, default=16)
     parser.add_argument(
@@ -502,7 +526,9 @@ def main() -> int:
                     )
                     for ms in LATENCIES_MS
                 },
-                "L": lambda: run_large(cluster, args.large, tmp, args.large_concurrent),
+                "L": lambda: run_large(
+                    cluster, args.large, tmp, args.large_concurrent, args.large_budget
+                ),
                 "M1": lambda: run_installations(cluster, args.shared, tmp, 1),
                 "M3": lambda: run_installations(cluster, args.shared, tmp, 3),
             }
@@ -670,6 +696,8 @@ def report(runs: dict[str, Any], n: int, shared: int) -> Goals:
         big = runs["L"]
         cpu_ms = big["cpu_s"] * 1000 / big["n"]
         head = f"{big['n']:,} rows, max_concurrent {big['max_concurrent']:,}"
+        if big.get("partial"):
+            head += f" (PARTIAL: {big['n']:,} of {big['rows']:,} rows in the time budget)"
         goals.add(
             f"{head} ({_load(runs, 'L')}): {big['wall_s']:.0f} s ({big['rows_per_s']:.1f} rows/s),"
             f" peak RSS {big['peak_rss_mib']:.0f} MiB"
