@@ -271,10 +271,10 @@ def run_bare(cluster: LocalCluster, mode: str, n: int, concurrency: int) -> dict
 
 
 # -- the database ----------------------------------------------------------------------------------
-def run_statements(cluster: LocalCluster, n: int, tmp: Path) -> dict[str, Any]:
-    """A smaller run through the counting Hrana server."""
+def run_statements(cluster: LocalCluster, n: int, tmp: Path, src: Path = REPO) -> dict[str, Any]:
+    """A smaller run through the counting Hrana server (the controller from `src`)."""
     ns = new_namespace(cluster)
-    db = tmp / "s.db"
+    db = tmp / f"s-{uuid.uuid4().hex[:6]}.db"
     insert_rows(db, n, "s")
     server = HranaServer(str(db)).start()
     base = server.stats.statements
@@ -284,6 +284,7 @@ def run_statements(cluster: LocalCluster, n: int, tmp: Path) -> dict[str, Any]:
         server.url("http"),
         tmp / "controller-s.log",
         max_concurrent=n,
+        src=src,
     )
     try:
         wall = wait_terminal(db, n, timeout=300, proc=proc)
@@ -291,7 +292,13 @@ def run_statements(cluster: LocalCluster, n: int, tmp: Path) -> dict[str, Any]:
     finally:
         stop(proc)
         server.stop()
-    return {"n": n, "statements": used, "per_job": used / n, "wall_s": wall}
+    return {
+        "n": n,
+        "statements": used,
+        "per_job": used / n,
+        "wall_s": wall,
+        "load": os.getloadavg()[0],
+    }
 
 
 def run_latency(
@@ -515,6 +522,9 @@ def main() -> int:
                 "F2": lambda: run_bare(cluster, "aiohttp", n, wc),
                 "K2": lambda: run_bare(cluster, "aio", n, wc),
                 "C2": lambda: run_bare(cluster, "threads", n, wc),
+                "S0": lambda: run_statements(
+                    cluster, min(args.statement_jobs, n), tmp, checkout(args.before, tmp)
+                ),
                 "S": lambda: run_statements(cluster, min(args.statement_jobs, n), tmp),
                 **{
                     f"T{ms}": lambda ms=ms: run_latency(
@@ -533,7 +543,7 @@ def main() -> int:
                 "M3": lambda: run_installations(cluster, args.shared, tmp, 3),
             }
             for key, run in plan.items():
-                if key[0] in args.only and (key != "A0" or args.before):
+                if key[0] in args.only and (key not in ("A0", "S0") or args.before):
                     if runs:
                         waited = settle(cluster)
                         print(f"  (cluster settled in {waited:.0f}s)", flush=True)
@@ -659,6 +669,13 @@ def report(runs: dict[str, Any], n: int, shared: int) -> Goals:
             f" {a0['cpu_s'] * 1000 / n:.1f} -> {a['cpu_s'] * 1000 / n:.1f} ms/job, peak RSS"
             f" {a0['peak_rss_mib']:.0f} -> {a['peak_rss_mib']:.0f} MiB, claim -> Job p95"
             f" {a0['claim_to_job_p95_s']:.1f} -> {a['claim_to_job_p95_s']:.1f} s"
+        )
+    if "S0" in runs and "S" in runs:
+        goals.add(
+            f"DB statements/job before -> after ({_load(runs, 'S0', 'S')}):"
+            f" {runs['S0']['per_job']:.2f} -> {runs['S']['per_job']:.2f}",
+            "no regression",
+            runs["S"]["per_job"] <= runs["S0"]["per_job"],
         )
     if "S" in runs:
         s = runs["S"]
