@@ -97,6 +97,9 @@ def start_bench_controller(
         # "20 s" pod a minute or more late, and the default 60 s stale clock then killed and
         # retried 405 of 1,000 rows (a run at load 6), which measures kwok, not the controller.
         "AUDIOJOB_TIMEOUTS__HEARTBEAT_STALE_SECONDS": "900",
+        # Likewise kwok's start: at load 10-20 it left pods ContainerCreating past the 5 min
+        # pending clock, and 440 rows of a 10,000-row run failed for it.
+        "AUDIOJOB_TIMEOUTS__PENDING_SECONDS": "1800",
     }
     if ttl_seconds is not None:
         env["AUDIOJOB_RUNNER__TTL_SECONDS_AFTER_FINISHED"] = str(ttl_seconds)
