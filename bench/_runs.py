@@ -251,7 +251,7 @@ def check_once(db_path: Path, cluster: LocalCluster, namespaces: list[str]) -> d
     """Rows not complete, rows past attempt 1, Jobs, and rows with more than one Job."""
     with sqlite3.connect(db_path, timeout=10) as db:
         lost = db.execute("SELECT count(*) FROM audio_jobs WHERE status != 'complete'").fetchone()
-        again = db.execute("SELECT count(*) FROM audio_jobs WHERE attempt != 1").fetchone()
+        again = db.execute("SELECT count(*) FROM audio_jobs WHERE attempt > 1").fetchone()
     batch = kubernetes.client.BatchV1Api(cluster.api_client())
     seen: dict[str, int] = {}
     for ns in namespaces:
