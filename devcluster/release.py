@@ -179,7 +179,7 @@ def package_chart(release: Release, digest: str, dest: Path) -> Path:
         raise ReleaseError(f"{CHART}/values.yaml has no `image.repository` / `image.digest` line")
     values.write_text(text)
     out = subprocess.run(
-        [str(bin_dir() / "helm"), "package", str(work), f"--destination={dest}",
+        [helm_binary(), "package", str(work), f"--destination={dest}",
          f"--version={release.version}", f"--app-version={release.version}"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
@@ -188,8 +188,14 @@ def package_chart(release: Release, digest: str, dest: Path) -> Path:
     return dest / f"audiojob-operator-{release.version}.tgz"
 
 
+def helm_binary() -> str:
+    """The helm build-binaries.sh built, else one on PATH (the release workflow's)."""
+    built = bin_dir() / "helm"
+    return str(built) if built.exists() else shutil.which("helm") or str(built)
+
+
 def push_chart(release: Release, package: Path) -> None:
-    args = [str(bin_dir() / "helm"), "push", str(package)]
+    args = [helm_binary(), "push", str(package)]
     args.append(f"oci://{release.registry}/{CHART_REPOSITORY}")
     if release.plain_http:
         args.append("--plain-http")
@@ -238,12 +244,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)
     parser.add_argument("--check-only", action="store_true",
                         help="check VERSION and the registry, push nothing")  # fmt: skip
+    parser.add_argument("--package-chart", metavar="DIGEST",
+                        help="only package the chart for an image pushed by DIGEST (the "
+                        "release workflow builds the image with docker's own actions)")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=Path("dist"), help="where --package-chart "
+                        "writes the .tgz")  # fmt: skip
     a = parser.parse_args(argv)
     release = Release(a.version, a.registry.rstrip("/"), a.plain_http, a.root)
     try:
         if a.check_only:
             check(release)
             print(f"release {release.version} to {release.registry}: checks pass")
+            return 0
+        if a.package_chart:
+            if not re.fullmatch(r"sha256:[a-f0-9]{64}", a.package_chart):
+                raise ReleaseError(f"--package-chart {a.package_chart!r} is not an image digest")
+            a.out.mkdir(parents=True, exist_ok=True)
+            print(package_chart(release, a.package_chart, a.out.resolve()))
             return 0
         digest = run(release)
     except (ReleaseError, MissingToolError) as e:

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from devcluster.controlplane import bin_dir
 from devcluster.image import chart_version
 from devcluster.registry import Registry, running_registry
 from devcluster.release import Release, ReleaseError, check, run
@@ -157,3 +158,18 @@ def refusing_charts(registry: Registry) -> Iterator[str]:
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
+
+
+def test_the_release_workflow_passes_actionlint() -> None:
+    """The workflow cannot run here (it pushes to GitHub's registry on a tag); actionlint
+    checks its syntax, expressions and action inputs."""
+    workflow = REPO / ".github" / "workflows" / "release.yml"
+    done = subprocess.run(
+        [str(bin_dir() / "actionlint"), "-no-color", str(workflow)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = workflow.read_text()
+    # The same order and the same chart packaging as make release.
+    assert text.index("push-by-digest=true") < text.index("--package-chart")
+    assert text.index("helm push") < text.index("imagetools create")
