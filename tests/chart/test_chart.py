@@ -235,7 +235,15 @@ def installed(cluster: LocalCluster, namespace: str) -> Iterator[str]:
     )
     yield release
     # Uninstall so the cluster-scoped admission policy goes with the namespace.
-    helm("uninstall", release, f"--namespace={namespace}", f"--kubeconfig={cluster.kubeconfig}")
+    # No hooks: the uninstall hook's pod would wait on a simulated node (the real node
+    # runs it: tests/realnode/test_release.py).
+    helm(
+        "uninstall",
+        release,
+        f"--namespace={namespace}",
+        f"--kubeconfig={cluster.kubeconfig}",
+        "--no-hooks",
+    )
 
 
 def token_for(core: kubernetes.client.CoreV1Api, sa: str, ns: str, pod: Any = None) -> str:

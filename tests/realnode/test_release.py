@@ -91,7 +91,8 @@ def test_release_install_upgrade_rollback_uninstall(
 
     # -- install from the registry: the node pulls every layer -----------------------------
     layers = [str(layer["digest"]) for layer in manifest_layers(registry, digest_v1)]
-    assert not set(layers) & content_digests(realnode), "a layer was on the node before the pull"
+    already = set(layers) & content_digests(realnode)
+    assert not already, f"layers on the node before the pull: {sorted(already)}"
     values = real_chart_values(realnode, database_url=database.url("libsql"),
                                claim=output_volume.claim)  # fmt: skip
     values["image"] = {"repository": f"{registry.host}/{IMAGE_REPOSITORY}",
