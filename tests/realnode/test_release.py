@@ -26,6 +26,7 @@ from devcluster.controlplane import LocalCluster
 from devcluster.hrana_server import HranaServer, running_server
 from devcluster.image import ROOT, chart_version
 from devcluster.node import RealNode
+from devcluster.node.realnode import app_images
 from devcluster.registry import Registry, running_registry
 from devcluster.release import IMAGE_REPOSITORY, Release, run
 from tests.chart.test_chart import helm
@@ -35,7 +36,12 @@ from tests.image.test_release import tree_with_chart_versions
 from tests.realnode.conftest import OutputVolume, real_chart_values
 from tests.runner.conftest import MediaServer, Route
 
-pytestmark = [pytest.mark.cluster, pytest.mark.realnode, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.realnode,
+    pytest.mark.slow,
+    pytest.mark.timeout(30 * 60),
+]
 V1 = chart_version(ROOT)
 _major, _minor, _patch = (int(p) for p in V1.split("-")[0].split(".")[:3])
 V2 = f"{_major}.{_minor}.{_patch + 1}"
@@ -44,19 +50,26 @@ TERMINAL = ("complete", "failed", "cancelled")
 
 @pytest.fixture
 def registry(realnode: RealNode, tmp_path: Path) -> Iterator[Registry]:
-    """A registry the node pulls from over plain HTTP; images pulled from it are removed
-    before and after, so every pull in the test is a real fetch."""
+    """A registry the node pulls from over plain HTTP, and a node with nothing of the image:
+    the archive `make image` preloads shares its base layers with the pushed image, so it
+    is removed (and imported again after), as are images pulled by an earlier run."""
     with running_registry(tmp_path / "registry") as reg:
         realnode.containerd.allow_plain_http(reg.host)
-        forget_pulled(realnode)
-        yield reg
-        forget_pulled(realnode)
+        forget_images(realnode)
+        try:
+            yield reg
+        finally:
+            forget_images(realnode)
+            realnode.import_images(*app_images())
 
 
-def forget_pulled(node: RealNode) -> None:
-    pulled = [ref for ref in node.containerd.images() if ref.startswith("127.0.0.1:")]
-    if pulled:
-        node.containerd.ctr("images", "rm", "--sync", *pulled, timeout=300)
+def forget_images(node: RealNode) -> None:
+    """Every name of our images, including the `sha256:<id>` one the CRI plugin adds."""
+    listed = [line.split() for line in node.containerd.ctr("images", "ls").stdout.splitlines()[1:]]
+    targets = {w[2] for w in listed if len(w) > 2 and "audiojob-operator" in w[0]}
+    if ours := [w[0] for w in listed if len(w) > 2 and w[2] in targets]:
+        # --sync: containerd's garbage collector drops the blobs before the call returns.
+        node.containerd.ctr("images", "rm", "--sync", *ours, timeout=300)
 
 
 @pytest.fixture
