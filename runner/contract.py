@@ -1,4 +1,4 @@
-"""The contract between the controller and the runner (see the design's "Kubernetes objects").
+"""The contract between the controller and the runner (docs/runner.md, docs/architecture.md).
 
 Both sides import these names, so a key or exit code is spelled in exactly one place.
 """
