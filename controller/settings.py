@@ -71,7 +71,7 @@ class DbSettings(_Section):
 
 
 class TimeoutSettings(_Section):
-    """Clocks per job type (docs/architecture.md, "Clocks"); all in seconds."""
+    """Clocks per job type (docs/architecture.md, "What decides an outcome"); in seconds."""
 
     ingest_seconds: int = Field(10 * 60, gt=0)
     """Run timeout for ingest jobs: the Job's `activeDeadlineSeconds`, which Kubernetes
