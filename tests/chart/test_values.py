@@ -111,9 +111,7 @@ EXPECTED = {
 
 
 def helm_fails(*args: str) -> str:
-    proc = subprocess.run(
-        [str(binary("helm")), *args], capture_output=True, text=True, check=False
-    )
+    proc = subprocess.run([str(binary("helm")), *args], capture_output=True, text=True, check=False)
     assert proc.returncode != 0, f"helm {' '.join(args)} succeeded"
     return proc.stderr
 
@@ -147,9 +145,7 @@ def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Setti
 # -- offline ------------------------------------------------------------------------------
 
 
-def test_every_value_reaches_its_setting(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_every_value_reaches_its_setting(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     values = tmp_path / "values.json"
     values.write_text(json.dumps(EVERY_SETTING))
     rendered = subprocess.run(

@@ -9,7 +9,7 @@ until ffmpeg works for several rows, strikes once, and then checks that:
   process table, sampled throughout, each process mapped to its row by its pod's cgroup);
 - nothing is left: runner pods, Jobs, processes or mounts.
 
-Each case prints one line of the README's results table (run with `-s`)."""
+Each case prints one line of the results table in docs/development.md (run with `-s`)."""
 
 from __future__ import annotations
 
