@@ -7,7 +7,7 @@ CACHE ?= $(HOME)/.cache/audiojob-operator
 export AUDIOJOB_CACHE := $(CACHE)
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: help venv system-deps binaries npm-deps node image test test-fast lint typecheck check docs demo cluster-up cluster-down bench clean
+.PHONY: help venv system-deps binaries npm-deps node image test test-fast lint typecheck check docs demo cluster-up cluster-down bench release image-tools clean
 
 help:
 	@echo "make demo         run the controller on a local control plane with sample jobs"
@@ -18,6 +18,8 @@ help:
 	@echo "make cluster-up   start the local control plane (kubeconfig path is printed)"
 	@echo "make cluster-down stop it and remove its state"
 	@echo "make bench        run the benchmarks (prints ratios against baselines)"
+	@echo "make release VERSION=x.y.z REGISTRY=host[:port][/path] [PLAIN_HTTP=1]"
+	@echo "                  push the image and the chart to an OCI registry (docs/operations.md)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,11 +52,20 @@ node:
 
 # The image the chart deploys, from the Dockerfile (devcluster/image.py): BuildKit from
 # `binaries`, a Debian python base from mmdebstrap; unchanged inputs return at once.
-image: venv binaries
+image-tools:
 	@command -v mmdebstrap >/dev/null && command -v runc >/dev/null || { \
 	  echo "==> apt-get install mmdebstrap runc"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap runc; }
+
+image: venv binaries image-tools
 	$(PY) -m devcluster.image
+
+# The image and the chart to an OCI registry (devcluster/release.py): VERSION must be the
+# chart's version; credentials are those of `docker login` and `helm registry login`.
+release: venv binaries image-tools
+	@test -n "$(VERSION)" && test -n "$(REGISTRY)" || { \
+	  echo "make release: give VERSION=x.y.z (the chart's version) and REGISTRY=host[:port][/path]" >&2; exit 2; }
+	$(PY) -m devcluster.release --version "$(VERSION)" --registry "$(REGISTRY)" $(if $(PLAIN_HTTP),--plain-http)
 
 test: venv system-deps binaries npm-deps node image
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

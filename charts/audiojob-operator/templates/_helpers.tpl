@@ -61,6 +61,7 @@ Image reference shared by the controller, queue-metrics and (by default) the run
 */}}
 {{- define "audiojob-operator.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- with .Values.image.digest }}@{{ . }}{{ end }}
 {{- end }}
 
 {{/*
