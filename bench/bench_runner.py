@@ -1,9 +1,15 @@
-"""The runner's overhead against plain ffmpeg on the same transcode, as a ratio from one run.
+"""The runner against plain ffmpeg on the same transcode, on the host, as ratios from one run
+(issue 21, part 5: "the runner's fixed cost").
 
-Both sides turn the same 10-minute stereo WAV into 192 kb/s MP3. The runner adds Python start-up,
-two ffprobe passes, progress parsing, the reporter thread and the atomic store; the ratio says
-what that costs relative to the work itself. Medians of alternating repeats damp noise from
-other processes on the machine.
+- Overhead ratio: both sides turn the same 10-minute stereo WAV into 192 kb/s MP3; medians of
+  REPEATS alternating runs. Goal: the runner at most 1.05x plain ffmpeg.
+- Fixed cost: the same on a SHORT_SECONDS WAV, where the work is tiny and what is left is what
+  the runner adds whatever the input: the runner's time minus plain ffmpeg's, with its parts
+  measured alone in the same run (interpreter start, the runner's imports, one ffprobe; the
+  runner probes its input and its output). Figures for each part are medians of REPEATS.
+
+A save job on the host runs exactly what the pod runs, less the pod's progress patches
+(bench_realpods.py measures the runner in a real pod).
 """
 
 from __future__ import annotations
@@ -15,11 +21,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-REPEATS = 3
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _goal import load, verdict
+
+# BENCH_RUNNER_TREE: the runner of another checkout (e.g. `git archive` of an older commit).
+REPO = Path(os.environ.get("BENCH_RUNNER_TREE") or Path(__file__).resolve().parents[1])
+REPEATS = int(os.environ.get("BENCH_RUNNER_REPEATS", "3"))
 SECONDS_OF_AUDIO = 600
+SHORT_SECONDS = 2
+GOAL_RATIO = 1.05
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
@@ -28,41 +41,80 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
     return time.perf_counter() - start
 
 
+def tone(path: Path, seconds: int) -> None:
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi",
+         "-i", f"sine=frequency=440:sample_rate=44100:duration={seconds}",
+         "-ac", "2", str(path)],
+        check=True, timeout=300,
+    )  # fmt: skip
+
+
+def plain(source: Path, out: Path) -> list[str]:
+    return ["ffmpeg", "-v", "error", "-y", "-i", str(source), "-c:a", "libmp3lame",
+            "-b:a", "192k", "-ar", "44100", "-f", "mp3", str(out)]  # fmt: skip
+
+
+def runner_env(root: Path, out_dir: Path, name: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("POD_NAME", "KUBECONFIG")}
+    env.update(
+        AUDIOJOB_ID=f"bench-{name}",
+        AUDIOJOB_TYPE="save",
+        AUDIOJOB_PAYLOAD=json.dumps({"input": name, "format": "mp3"}),
+        AUDIOJOB_OUTPUT=str(out_dir),
+        AUDIOJOB_TERMINATION_LOG=str(root / "termination-log"),
+        PYTHONPATH=str(REPO),
+    )
+    return env
+
+
+def alternate(a: Callable[[], float], b: Callable[[], float]) -> tuple[float, float]:
+    first, second = [], []
+    for _ in range(REPEATS):
+        first.append(a())
+        second.append(b())
+    return statistics.median(first), statistics.median(second)
+
+
 def main() -> int:
+    runner = [sys.executable, "-m", "runner"]
     with tempfile.TemporaryDirectory(prefix="bench-runner-") as tmp:
         root = Path(tmp)
         out_dir = root / "out"
         out_dir.mkdir()
-        source = out_dir / "in.wav"
-        subprocess.run(
-            ["ffmpeg", "-v", "error", "-y", "-f", "lavfi",
-             "-i", f"sine=frequency=440:sample_rate=44100:duration={SECONDS_OF_AUDIO}",
-             "-ac", "2", str(source)],
-            check=True, timeout=300,
-        )  # fmt: skip
-        plain = ["ffmpeg", "-v", "error", "-y", "-i", str(source), "-c:a", "libmp3lame",
-                 "-b:a", "192k", "-ar", "44100", "-f", "mp3", str(root / "plain.mp3")]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if k not in ("POD_NAME", "KUBECONFIG")}
-        env.update(
-            AUDIOJOB_ID="bench",
-            AUDIOJOB_TYPE="save",
-            AUDIOJOB_PAYLOAD=json.dumps({"input": "in.wav", "format": "mp3"}),
-            AUDIOJOB_OUTPUT=str(out_dir),
-            AUDIOJOB_TERMINATION_LOG=str(root / "termination-log"),
-            PYTHONPATH=str(REPO),
-        )
-        runner = [sys.executable, "-m", "runner"]
-        baseline, ours = [], []
-        for _ in range(REPEATS):
-            baseline.append(timed(plain))
-            ours.append(timed(runner, env))
+        long, short = out_dir / "long.wav", out_dir / "short.wav"
+        tone(long, SECONDS_OF_AUDIO)
+        tone(short, SHORT_SECONDS)
+
+        print(f"-- the runner vs plain ffmpeg, {SECONDS_OF_AUDIO} s WAV -> 192k MP3 "
+              f"(median of {REPEATS} alternating runs)  [{load()}]")  # fmt: skip
+        env = runner_env(root, out_dir, long.name)
+        b, r = alternate(lambda: timed(plain(long, root / "p.mp3")), lambda: timed(runner, env))
         result = json.loads((root / "termination-log").read_text())
         assert result["ok"], result
+        print(f"plain ffmpeg {b:.2f} s   runner {r:.2f} s   (+{r - b:.2f} s)")
+        print(verdict("runner / plain ffmpeg on the host", r / b, GOAL_RATIO, "x"))
 
-    b, r = statistics.median(baseline), statistics.median(ours)
-    print(f"plain ffmpeg: {b:.2f} s   runner: {r:.2f} s   (median of {REPEATS}, "
-          f"{SECONDS_OF_AUDIO} s WAV -> 192k MP3)")  # fmt: skip
-    print(f"runner overhead ratio: {r / b:.3f}x plain ffmpeg (+{r - b:.2f} s)")
+        print(f"-- the fixed cost: a {SHORT_SECONDS} s WAV, and the parts alone  [{load()}]")
+        env = runner_env(root, out_dir, short.name)
+        sb, sr = alternate(lambda: timed(plain(short, root / "p.mp3")), lambda: timed(runner, env))
+        py = [sys.executable, "-c", "pass"]
+        imports = [sys.executable, "-c", "import runner.__main__"]
+        interp, imp = alternate(lambda: timed(py), lambda: timed(imports, env))
+        probe_argv = ["ffprobe", "-v", "error", "-protocol_whitelist", "file", "-print_format",
+                      "json", "-show_format", "-show_streams", str(short)]  # fmt: skip
+        probe = statistics.median(timed(probe_argv) for _ in range(REPEATS))
+        fixed = sr - sb
+        print(f"plain ffmpeg {sb:.3f} s   runner {sr:.3f} s   fixed cost {fixed:.3f} s "
+              f"= {fixed / b:.3f} of plain ffmpeg on {SECONDS_OF_AUDIO} s")  # fmt: skip
+        parts = {
+            "interpreter start": interp,
+            "the runner's imports (beyond start)": imp - interp,
+            "ffprobe x2 (input, output)": 2 * probe,
+        }
+        parts["the rest (payload, threads, store, message)"] = fixed - sum(parts.values())
+        for name, seconds in parts.items():
+            print(f"  {name:46s} {seconds:7.3f} s  {seconds / max(fixed, 1e-9):6.1%}")
     return 0
 
 
