@@ -60,8 +60,7 @@ async def test_a_loop_that_has_not_come_round_fails_healthz() -> None:
     status, body = await healthz(engine)
     assert status == 503, body
     assert body["problems"] == [
-        f"the engine's loop has not come round for {allowed + 5:.0f} s "
-        f"(allowed {allowed:.0f} s)"
+        f"the engine's loop has not come round for {allowed + 5:.0f} s (allowed {allowed:.0f} s)"
     ], body
 
 
