@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 STALLED_AFTER_INTERVALS = 10
 """At the default 3 s poll interval: 30 s, far above the longest cycle measured (about 6 s for
-1,000 Job creations, README "Measured")."""
+1,000 Job creations, bench/README.md)."""
 
 
 def stall_floor(engine: Engine) -> float:

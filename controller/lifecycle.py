@@ -86,7 +86,7 @@ def human_duration(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class Clocks:
-    """The clocks for one job (design: "Clocks per job type"), in seconds."""
+    """The clocks for one job (docs/architecture.md, "What decides an outcome"), in seconds."""
 
     job_type: str
     run_timeout: int

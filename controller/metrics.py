@@ -1,6 +1,7 @@
 """Prometheus metrics, named like KEDA's: one `audiojob_` prefix, `_total` on counters, base
-units in names. The README's "Metrics" table documents every one; the dashboard and alert
-rules in the chart use only these names (a Prometheus-backed test checks that they exist).
+units in names. The table in docs/operations.md ("Metrics") documents every one; the dashboard
+and alert rules in the chart use only these names (a Prometheus-backed test checks that they
+exist).
 
 Labels stay bounded: job type, outcome, failure kind, watch kind, HTTP verb and status, SQL
 verb. Never a job id, a pod name or an error text.

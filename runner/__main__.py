@@ -1,7 +1,7 @@
 """`python -m runner` / `audiojob-runner`: run the one job described by the environment.
 
 Every exit path ends the same way: children killed, scratch removed, the termination
-message written, and the exit code from the design (0, 65, 75, 143).
+message written, and the exit code of the contract (0, 65, 75, 143; docs/runner.md).
 """
 
 from __future__ import annotations

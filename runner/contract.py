@@ -1,4 +1,4 @@
-"""The contract between the controller and the runner (see the design's "Kubernetes objects").
+"""The contract between the controller and the runner (docs/runner.md, docs/architecture.md).
 
 Both sides import these names, so a key or exit code is spelled in exactly one place.
 
@@ -39,7 +39,7 @@ def _key(key: str) -> str:
     return key.replace(".", "\\.")  # kubectl's field paths escape the dots inside a key
 
 
-# `kubectl get pods -o custom-columns=…`: what each runner pod does (README, the demo).
+# `kubectl get pods -o custom-columns=…`: what each runner pod does (docs/operations.md, the demo).
 POD_COLUMNS = ",".join(
     (
         "POD:.metadata.name",

@@ -32,7 +32,7 @@ from runner.progress import Progress, ProgressState
 
 log = logging.getLogger(__name__)
 
-POD_PATCH_INTERVAL = 2.0  # seconds; the design's "at most every 2 s"
+POD_PATCH_INTERVAL = 2.0  # seconds; docs/runner.md: "at most every 2 s"
 STDERR_INTERVAL = 0.5  # seconds; a terminal can take more, a log pipeline should not
 HEARTBEAT_SECONDS = 15.0  # well inside the controller's 60 s staleness limit
 PATCH_TIMEOUT = (3.0, 5.0)  # connect, read: a hung API server must not stall the reporter
