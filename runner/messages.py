@@ -1,5 +1,5 @@
-"""The termination message the runner leaves and the controller reads (the design's
-"Kubernetes objects"): `{"ok": true, "result": {...}}` or `{"ok": false, "error", "kind"}`."""
+"""The termination message the runner leaves and the controller reads (docs/runner.md):
+`{"ok": true, "result": {...}}` or `{"ok": false, "error", "kind"}`."""
 
 from __future__ import annotations
 
