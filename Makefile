@@ -97,7 +97,8 @@ cluster-up: venv binaries
 cluster-down: venv
 	$(PY) -m devcluster down
 
-bench: venv system-deps binaries
+# bench_realpods.py runs real pods: the real node and the image, like the real-node tests.
+bench: venv system-deps binaries node image
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:

@@ -47,7 +47,7 @@ from typing import Any, Literal
 from controller.settings import TimeoutSettings
 from controller.snapshots import JobView, PodView
 from runner import contract as c
-from runner.contract import FailureMessage, SuccessMessage, parse_termination_message
+from runner.messages import FailureMessage, SuccessMessage, parse_termination_message
 from runner.payloads import JOB_TYPES
 
 __all__ = ["JobView", "PodView"]  # re-exported: the rules' inputs

@@ -62,8 +62,9 @@ CLAIMS = Counter("audiojob_claims_total", "Rows claimed from the job table (take
 REJECTED = Counter("audiojob_rejected_total", "Claimed rows failed at once for bad type/payload")
 OUTCOMES = Counter(
     "audiojob_outcomes_total",
-    "Outcomes written to the job table: outcome is complete, failed, retried or stale (the row"
-    " had moved on); kind is the failure kind (transient, permanent, timeout, lost) or none",
+    "Outcomes written to the job table: outcome is complete, failed, retried, cancelled or stale"
+    " (the row had moved on); kind is the failure kind (transient, permanent, timeout, lost) or"
+    " none",
     ["type", "outcome", "kind"],
 )
 CLAIM_TO_JOB = Histogram(

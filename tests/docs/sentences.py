@@ -29,6 +29,7 @@ SINKS: dict[str, int | str] = {
     "Retry": 0,
     "Fail": 1,
     "FailureMessage": "error",
+    "failed": 0,  # runner.__main__: a FailureMessage built where pydantic is imported late
     "StoreError": 0,
     "StoreUnavailable": 0,
     "SettingsError": 0,
