@@ -3,7 +3,7 @@
 # service (`python -m controller.queue_metrics`) and the job runner (`audiojob-runner`, which the
 # controller's Job builder sets as the container command).
 #
-#   docker build -t audiojob-operator:0.1.0 .
+#   docker build --build-arg AUDIOJOB_VERSION=0.1.0 -t audiojob-operator:0.1.0 .
 #
 # Runs as a non-root user with a read-only root filesystem: mount an emptyDir at /tmp (scratch,
 # HOME) and the output volume at /data; the runner writes nowhere else.
@@ -39,12 +39,19 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
       'audiojob-operator[s3]' "yt-dlp==${YT_DLP_VERSION}"
 RUN groupadd --system --gid 10001 audiojob \
  && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --shell /usr/sbin/nologin audiojob
+# The release version (Chart.yaml's; `make release` and `make image` pass it). Last, so a new
+# version reuses every layer above and only the image's config changes.
+ARG AUDIOJOB_VERSION=0.0.0-dev
+LABEL org.opencontainers.image.title="audiojob-operator" \
+      org.opencontainers.image.version="${AUDIOJOB_VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
 # No .pyc writes (the root filesystem is read-only), unbuffered logs, scratch and HOME on /tmp.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
     TMPDIR=/tmp \
-    AUDIOJOB_OUTPUT=/data
+    AUDIOJOB_OUTPUT=/data \
+    AUDIOJOB_VERSION=${AUDIOJOB_VERSION}
 USER 10001:10001
 WORKDIR /tmp
 CMD ["audiojob-controller"]

@@ -87,6 +87,8 @@ def build_job(
         pod_spec["nodeSelector"] = dict(runner.node_selector)
     if runner.tolerations:
         pod_spec["tolerations"] = list(runner.tolerations)
+    if runner.affinity:
+        pod_spec["affinity"] = dict(runner.affinity)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

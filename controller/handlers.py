@@ -9,7 +9,7 @@ over and closes the clients in that order.
 
 What kopf does not do: it watches nothing and writes nothing. There are no resource handlers
 (its per-object machinery for every Job and pod event was most of the controller's CPU per Job,
-README "Measured"; our watches keep only what the view needs), scanning is off (no cluster-wide
+bench/README.md; our watches keep only what the view needs), scanning is off (no cluster-wide
 list or watch of CRDs or namespaces, which the chart's namespaced Role could not allow anyway),
 it runs standalone (no peering objects) and posts no Events. Its only API requests are API
 discovery at start (five GETs: /api, /api/v1, /apis and two groups; its login reads the

@@ -7,6 +7,10 @@ set at start would stay green while a dead watch left the engine relisting once 
 hung call froze the loop; the kubelet restarts a controller whose /healthz keeps failing, which
 is the cure for both. A database or API outage is not a failure here: the loop still comes
 round (backing off), and a restart would not bring the database back.
+
+The floor is 144 s at the default statement timeout and scales with it
+(`AUDIOJOB_DB__STATEMENT_TIMEOUT_SECONDS`). tests/controller/test_health.py tests the stuck-loop
+branch through the real /healthz handler without waiting: it sets `Engine.turned_mono` back.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ if TYPE_CHECKING:
 
 STALLED_AFTER_INTERVALS = 10
 """At the default 3 s poll interval: 30 s, far above the longest cycle measured (about 6 s for
-1,000 Job creations, README "Measured")."""
+1,000 Job creations, bench/README.md)."""
 
 
 def stall_floor(engine: Engine) -> float:

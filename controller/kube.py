@@ -10,7 +10,7 @@ tls-server-name, insecure-skip-tls-verify; HTTPS_PROXY/NO_PROXY as aiohttp reads
 Requests go through `ApiClient.param_serialize` and `call_api` (auth, headers, serialization,
 connection pool), and answers are decoded as plain JSON: the generated `*Api` methods validate
 every argument with pydantic and build models, which cost more CPU per Job than the rest of the
-controller did (README, "Measured").
+controller did (bench/README.md).
 
 Where the library falls short, the gap is filled in one place each:
   - Retry-After is honoured by the library only for GETs, and only with `client_go_retries`:
@@ -222,7 +222,7 @@ class Kube:
 
     async def _pages(self, what: str, path: str) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
         # Pages, so a relist of thousands of objects never holds every body at once: the
-        # caller keeps only a snapshot of each (peak memory, README "Measured").
+        # caller keeps only a snapshot of each (peak memory, bench/README.md).
         token: str | None = None
         while True:
             query: list[tuple[str, Any]] = [

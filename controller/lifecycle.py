@@ -47,7 +47,7 @@ from typing import Any, Literal
 from controller.settings import TimeoutSettings
 from controller.snapshots import JobView, PodView
 from runner import contract as c
-from runner.contract import FailureMessage, SuccessMessage, parse_termination_message
+from runner.messages import FailureMessage, SuccessMessage, parse_termination_message
 from runner.payloads import JOB_TYPES
 
 __all__ = ["JobView", "PodView"]  # re-exported: the rules' inputs
@@ -86,7 +86,7 @@ def human_duration(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class Clocks:
-    """The clocks for one job (design: "Clocks per job type"), in seconds."""
+    """The clocks for one job (docs/architecture.md, "What decides an outcome"), in seconds."""
 
     job_type: str
     run_timeout: int

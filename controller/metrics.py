@@ -1,6 +1,7 @@
 """Prometheus metrics, named like KEDA's: one `audiojob_` prefix, `_total` on counters, base
-units in names. The README's "Metrics" table documents every one; the dashboard and alert
-rules in the chart use only these names (a Prometheus-backed test checks that they exist).
+units in names. The table in docs/operations.md ("Metrics") documents every one; the dashboard
+and alert rules in the chart use only these names (a Prometheus-backed test checks that they
+exist).
 
 Labels stay bounded: job type, outcome, failure kind, watch kind, HTTP verb and status, SQL
 verb. Never a job id, a pod name or an error text.
@@ -61,8 +62,9 @@ CLAIMS = Counter("audiojob_claims_total", "Rows claimed from the job table (take
 REJECTED = Counter("audiojob_rejected_total", "Claimed rows failed at once for bad type/payload")
 OUTCOMES = Counter(
     "audiojob_outcomes_total",
-    "Outcomes written to the job table: outcome is complete, failed, retried or stale (the row"
-    " had moved on); kind is the failure kind (transient, permanent, timeout, lost) or none",
+    "Outcomes written to the job table: outcome is complete, failed, retried, cancelled or stale"
+    " (the row had moved on); kind is the failure kind (transient, permanent, timeout, lost) or"
+    " none",
     ["type", "outcome", "kind"],
 )
 CLAIM_TO_JOB = Histogram(

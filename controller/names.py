@@ -15,7 +15,7 @@ _SLUG_MAX = 30  # aj- + slug + - + hash + - + attempt (≤ 10 digits) stays with
 
 
 # Cached: the engine names every running attempt's Job in every cycle, and hashing it anew
-# was a visible share of the controller's CPU (README, "Measured").
+# was a visible share of the controller's CPU (bench/README.md).
 @functools.lru_cache(maxsize=1 << 14)
 def job_key(job_id: str) -> str:
     """`<slug>-<hash>`: readable, unique per job id (the hash covers the exact id), and a valid

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -29,7 +30,13 @@ _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
-class DbSettings(BaseModel):
+class _Section(BaseModel):
+    # Attribute docstrings become field descriptions: docs/configuration.md is generated
+    # from them (controller/settings_doc.py), so the code and the reference cannot drift.
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+
+class DbSettings(_Section):
     """Where the job table lives and how patiently to talk to it."""
 
     url: str = "file:audiojobs.db"
@@ -63,8 +70,8 @@ class DbSettings(BaseModel):
         return table
 
 
-class TimeoutSettings(BaseModel):
-    """Clocks per job type (design: "Clocks per job type"); all in seconds."""
+class TimeoutSettings(_Section):
+    """Clocks per job type (docs/architecture.md, "What decides an outcome"); in seconds."""
 
     ingest_seconds: int = Field(10 * 60, gt=0)
     """Run timeout for ingest jobs: the Job's `activeDeadlineSeconds`, which Kubernetes
@@ -88,13 +95,18 @@ class TimeoutSettings(BaseModel):
         return int(getattr(self, f"{job_type}_seconds"))
 
 
-class Resources(BaseModel):
+class Resources(_Section):
     """Container resources for one job type, in Kubernetes quantity strings."""
 
     cpu_request: str = "250m"
+    """CPU request of the runner container."""
     memory_request: str = "256Mi"
+    """Memory request of the runner container."""
     cpu_limit: str | None = "2"
+    """CPU limit of the runner container (`None`: no limit)."""
     memory_limit: str | None = "1Gi"
+    """Memory limit of the runner container (`None`: no limit); a job past it fails as
+    OOMKilled, naming it."""
 
     def as_k8s(self) -> dict[str, dict[str, str]]:
         requests = {"cpu": self.cpu_request, "memory": self.memory_request}
@@ -102,12 +114,13 @@ class Resources(BaseModel):
         return {"requests": requests, "limits": limits} if limits else {"requests": requests}
 
 
-class RunnerSettings(BaseModel):
+class RunnerSettings(_Section):
     """What the job pods look like."""
 
     image: str = "audiojob-operator:0.1.0"
     """Image with ffmpeg, yt-dlp and this project (one image serves controller and runner)."""
     image_pull_policy: str = "IfNotPresent"
+    """`imagePullPolicy` of job pods."""
     service_account: str = "audiojob-runner"
     """Service account of job pods: may patch only its own pod's progress annotations."""
     output: str = "/data/output"
@@ -115,11 +128,18 @@ class RunnerSettings(BaseModel):
     output_volume_claim: str | None = None
     """PVC mounted at `output` in job pods, if outputs go to a volume."""
     node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node selector of job pods, as JSON (`{"pool": "audio"}`)."""
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    """Tolerations of job pods, as a JSON list of pod-spec tolerations."""
+    affinity: dict[str, Any] = Field(default_factory=dict)
+    """Affinity of job pods, as a JSON pod-spec `affinity` (`nodeAffinity`, `podAffinity`,
+    `podAntiAffinity`)."""
     resources: dict[str, Resources] = Field(
         default_factory=lambda: {str(t): Resources() for t in JOB_TYPES}
     )
-    """Per job type; a type missing here gets the defaults above."""
+    """Container resources per job type, as JSON: `{"ingest": {"cpu_request": "250m",
+    "memory_request": "256Mi", "cpu_limit": "2", "memory_limit": "1Gi"}, …}`; a type missing
+    here gets those defaults, and a limit of `null` is no limit."""
     pod_annotations: dict[str, str] = Field(default_factory=dict)
     """Extra annotations on job pods (the tests use this to steer simulated kwok pods)."""
     ttl_seconds_after_finished: int = Field(10 * 60, ge=0)
@@ -170,7 +190,9 @@ class RunnerSettings(BaseModel):
         return self.resources.get(job_type, Resources())
 
 
-class KubeSettings(BaseModel):
+class KubeSettings(_Section):
+    """Where the Jobs go and how hard the controller may press the API server."""
+
     namespace: str = "audiojob-jobs"
     """Namespace the Jobs are created in (the chart's jobs namespace)."""
     write_concurrency: int = Field(16, ge=1, le=256)
@@ -191,7 +213,9 @@ class KubeSettings(BaseModel):
         return ns
 
 
-class ClaimSettings(BaseModel):
+class ClaimSettings(_Section):
+    """How often the controller claims, heartbeats and reconciles, and how much it runs."""
+
     poll_interval_seconds: float = Field(3.0, gt=0)
     """How often the claim loop looks for pending rows (the original worker's 3 s)."""
     max_concurrent: int = Field(10, ge=1, le=10_000)
@@ -204,8 +228,8 @@ class ClaimSettings(BaseModel):
     """How often this instance's row in the workers table is refreshed."""
 
 
-class OwnershipSettings(BaseModel):
-    """Which controller may act on which rows (README "Ownership")."""
+class OwnershipSettings(_Section):
+    """Which controller may act on which rows (docs/architecture.md, "Ownership")."""
 
     lease_seconds: float = Field(15.0, gt=0)
     """Leader election within one installation: a standby takes the Kubernetes Lease over when
@@ -236,8 +260,9 @@ class OwnershipSettings(BaseModel):
         return self
 
 
-class RetentionSettings(BaseModel):
-    """Deleting finished rows after a while (README "Retention"); off unless `finished_days`."""
+class RetentionSettings(_Section):
+    """Deleting finished rows after a while (docs/job-table.md, "Retention"); off unless
+    `finished_days`."""
 
     finished_days: float | None = Field(None, gt=0, allow_inf_nan=False)
     """Keep finished rows (complete, failed, cancelled and finalized) and their attempts-ledger
@@ -254,10 +279,13 @@ class RetentionSettings(BaseModel):
 DEFAULT_COUNT_CAP = 1_000
 
 
-class MetricsSettings(BaseModel):
+class MetricsSettings(_Section):
+    """The controller's HTTP endpoint and the queue counts."""
+
     port: int = Field(8080, ge=0, le=65535)
     """Port for /metrics, /healthz and /readyz (0 = pick a free port, for tests)."""
     host: str = "0.0.0.0"  # noqa: S104  # a pod's probes and Prometheus reach it from outside
+    """Address /metrics, /healthz and /readyz listen on."""
     queue_count_cap: int = Field(DEFAULT_COUNT_CAP, gt=0)
     """The queue gauges (queue-metrics' `/queue` for KEDA, `audiojob_queue_*`) count pending and
     in-flight rows up to this many each, then stay there: hosted Turso bills every row a count
@@ -271,6 +299,7 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="ignore",
         populate_by_name=True,
+        use_attribute_docstrings=True,
     )
 
     db: DbSettings = Field(default_factory=DbSettings)
@@ -286,6 +315,7 @@ class Settings(BaseSettings):
     name of its Lease (default: `audiojob-operator.<jobs namespace>`, the chart's default
     release name; controllers with the same identity elect one leader)."""
     log_level: str = "INFO"
+    """Log level of the JSON log: DEBUG, INFO, WARNING or ERROR."""
 
     @property
     def installation_id(self) -> str:

@@ -2,7 +2,7 @@
 
 Why not kopf's: for every event kopf decodes the body into its own objects, routes it through
 a per-object worker, queue and handler machinery, and most of the controller's CPU per Job was
-spent there (README, "Measured"). Here one streaming GET per kind decodes each line and hands
+spent there (bench/README.md). Here one streaming GET per kind decodes each line and hands
 the body to the view, which keeps only a small snapshot of it.
 
 The semantics are client-go's reflector, with the engine's relist as the list:

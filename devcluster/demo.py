@@ -5,8 +5,8 @@ on the embedded default database (a local SQLite file) and plays the web app: it
 an ingest of audio served by a server on this machine, a source that 404s, a bad payload, a long
 ingest it cancels while ffmpeg runs — and, once the ingest is done, a preview and a save with an
 edit list. It prints the rows (stage, progress) and `kubectl get pods` with each pod's job, type,
-stage and progress (`POD_COLUMNS`, as the README shows it) as they change, then the results and
-where the output files are. Where the real node cannot start, it says why and falls
+stage and progress (`POD_COLUMNS`, as docs/operations.md shows it) as they change, then the
+results and where the output files are. Where the real node cannot start, it says why and falls
 back to kwok's simulated pods (nothing is downloaded or transcoded there).
 """
 

@@ -25,13 +25,13 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tarfile
 import time
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,10 +53,18 @@ class ImageArchive:
     ref: str
 
 
+def chart_version(root: Path = ROOT) -> str:
+    """The release version's one home: the chart's `version` in Chart.yaml."""
+    chart = (root / "charts" / "audiojob-operator" / "Chart.yaml").read_text()
+    found = re.search(r"^version:\s*\"?([^\"\s]+)", chart, re.MULTILINE)
+    if not found:
+        raise ValueError(f"{root}/charts/audiojob-operator/Chart.yaml has no version")
+    return found[1]
+
+
 def image_name(root: Path = ROOT) -> str:
     """`audiojob-operator:<version>`: the chart's default image (its appVersion is the version)."""
-    version = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
-    return f"audiojob-operator:{version}"
+    return f"audiojob-operator:{chart_version(root)}"
 
 
 def context_files(root: Path) -> list[Path]:
@@ -99,9 +107,7 @@ def build_image(*, root: Path = ROOT, cache: Path = CACHE) -> ImageArchive:
     images = cache / "images"
     images.mkdir(parents=True, exist_ok=True)
     archive = ImageArchive(path=images / "audiojob-operator.tar", ref=_full_ref(image_name(root)))
-    # One build at a time: a test run and `make demo` may both ask for the image.
-    with (images / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with build_lock(cache):
         buildkitd = _binary("buildkitd")
         buildctl = _binary("buildctl")
         version = (buildkitd.parent / ".buildkitd.version").read_text().strip()
@@ -131,6 +137,17 @@ def build_image(*, root: Path = ROOT, cache: Path = CACHE) -> ImageArchive:
         return archive
 
 
+@contextlib.contextmanager
+def build_lock(cache: Path = CACHE) -> Iterator[None]:
+    """One BuildKit at a time (its socket is fixed): a test run, `make demo` and `make release`
+    may all ask for a build."""
+    images = cache / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    with (images / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def archive_digest(archive: Path) -> str:
     """The manifest digest BuildKit wrote into the archive's OCI index (containerd keeps it)."""
     with tarfile.open(archive) as tar:
@@ -154,6 +171,24 @@ def _binary(name: str) -> Path:
 def _buildctl_build(
     buildctl: Path, *, address: str, root: Path, base: PythonBase, name: str, dest: Path
 ) -> None:
+    # Uncompressed: the archive is only imported on this machine, and gzip took ~70 s here.
+    output = f"--output=type=docker,name={name},dest={dest},compression=uncompressed"
+    buildctl_build(
+        buildctl, address=address, root=root, base=base, output=output, version=chart_version(root)
+    )
+
+
+def buildctl_build(
+    buildctl: Path,
+    *,
+    address: str,
+    root: Path,
+    base: PythonBase,
+    output: str,
+    version: str,
+    metadata: Path | None = None,
+) -> None:
+    """The repo's Dockerfile built by BuildKit into `output` (a `--output=…` argument)."""
     args = [
         str(buildctl),
         f"--addr={address}",
@@ -165,12 +200,14 @@ def _buildctl_build(
         # Hub; BuildKit's built-in frontend speaks the same syntax.
         "--opt=cmdline=dockerfile.v0",
         f"--opt=build-arg:PYTHON_IMAGE={base.name}",
+        f"--opt=build-arg:AUDIOJOB_VERSION={version}",
         f"--oci-layout=pybase={base.layout}",
         f"--opt=context:{base.name}=oci-layout://pybase@{base.digest}",
-        # Uncompressed: the archive is only imported on this machine, and gzip took ~70 s here.
-        f"--output=type=docker,name={name},dest={dest},compression=uncompressed",
+        output,
         "--progress=plain",
     ]
+    if metadata is not None:
+        args.append(f"--metadata-file={metadata}")
     if HOST_CA_BUNDLE.exists():
         args.append(f"--secret=id=ca-certificates,src={HOST_CA_BUNDLE}")
     subprocess.run(args, check=True)

@@ -1,46 +1,80 @@
 """`python -m runner` / `audiojob-runner`: run the one job described by the environment.
 
 Every exit path ends the same way: children killed, scratch removed, the termination
-message written, and the exit code from the design (0, 65, 75, 143).
+message written, and the exit code of the contract (0, 65, 75, 143; docs/runner.md).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from runner import procs, signals
-from runner.contract import (
-    EXIT_OK,
-    EXIT_PERMANENT,
-    EXIT_TERMINATED,
-    FailureMessage,
-    SuccessMessage,
-    TerminationMessage,
-    encode_termination_message,
-)
-from runner.errors import RunnerError, Terminated
-from runner.ingest import run_ingest
+from runner import ffmpeg, procs, signals
+from runner.contract import EXIT_OK, EXIT_PERMANENT, EXIT_TERMINATED, ErrorKind
+from runner.errors import PayloadError, RunnerError, Terminated
 from runner.job import ENV_TERMINATION_LOG, JobEnv, Workspace
-from runner.outputs import open_location
-from runner.payloads import IngestPayload, PayloadError, parse_payload
+from runner.outputs import DirectoryLocation, open_location
 from runner.progress import Progress
-from runner.render import run_render
 from runner.reporter import make_reporter
+from runner.rules import path_refusal
+
+if TYPE_CHECKING:
+    from runner.messages import TerminationMessage
+
+# Nothing imported above imports pydantic (~0.3 s of the runner's start on a busy machine):
+# the payload's models and the termination message's come after the first ffprobe has started.
 
 log = logging.getLogger("runner")
 
 
 def run_job(env: JobEnv, ws: Workspace) -> dict[str, Any]:
+    from runner.payloads import IngestPayload, parse_payload  # noqa: PLC0415
+
     payload = parse_payload(env.job_type, env.payload, rules=env.network_rules)
+    # Each pipeline is imported when its job runs: a render does not pay for the download's.
     if isinstance(payload, IngestPayload):
+        from runner.ingest import run_ingest  # noqa: PLC0415
+
         return run_ingest(payload, ws)
+    from runner.render import run_render  # noqa: PLC0415
+
     return run_render(payload, ws)
+
+
+def probe_input_early(env: JobEnv, ws: Workspace) -> None:
+    """Start ffprobe on a render's input before the payload is validated, so it runs while
+    pydantic is imported; the render's own probe of the same file takes its answer. Only a
+    plain file in the output directory whose key passes the same path rule as the payload;
+    anything else waits for the validated payload as before."""
+    if env.job_type not in ("preview", "save") or not isinstance(ws.location, DirectoryLocation):
+        return
+    try:
+        ref = json.loads(env.payload or "{}").get("input")
+    except (ValueError, AttributeError, RecursionError):
+        return
+    if not isinstance(ref, str) or ref.startswith("s3://") or path_refusal(ref) is not None:
+        return
+    path = ws.location.root / ref
+    if path.is_file():
+        ffmpeg.start_probe(path)
+
+
+def succeeded(result: dict[str, Any]) -> TerminationMessage:
+    from runner.messages import SuccessMessage  # noqa: PLC0415
+
+    return SuccessMessage(ok=True, result=result)
+
+
+def failed(error: str, kind: ErrorKind) -> TerminationMessage:
+    from runner.messages import FailureMessage  # noqa: PLC0415
+
+    return FailureMessage(ok=False, error=error, kind=kind)
 
 
 def execute(env: JobEnv) -> tuple[TerminationMessage, int]:
@@ -54,25 +88,26 @@ def execute(env: JobEnv) -> tuple[TerminationMessage, int]:
         procs.checkpoint()
         location = open_location(env.output)
         ws = Workspace(env=env, scratch=scratch, location=location, progress=progress)
+        probe_input_early(env, ws)
         result = run_job(env, ws)
         progress.finish()
-        return SuccessMessage(ok=True, result=result), EXIT_OK
+        return succeeded(result), EXIT_OK
     except Terminated:
         stage = progress.state.stage
         text = (
             f"the runner was stopped by SIGTERM during {stage} (cancelled, past its deadline "
             "or evicted); partial output was discarded (transient)"
         )
-        return FailureMessage(ok=False, error=text, kind="transient"), EXIT_TERMINATED
+        return failed(text, "transient"), EXIT_TERMINATED
     except PayloadError as e:
         # The very sentence the controller writes when it refuses the row at claim.
-        return FailureMessage(ok=False, error=str(e), kind="permanent"), EXIT_PERMANENT
+        return failed(str(e), "permanent"), EXIT_PERMANENT
     except RunnerError as e:
-        return FailureMessage(ok=False, error=e.sentence, kind=e.kind), e.exit_code
+        return failed(e.sentence, e.kind), e.exit_code
     except Exception as e:
         log.exception("unexpected failure")
         text = f"the runner failed unexpectedly: {type(e).__name__}: {e}; this is a bug (permanent)"
-        return FailureMessage(ok=False, error=text, kind="permanent"), EXIT_PERMANENT
+        return failed(text, "permanent"), EXIT_PERMANENT
     finally:
         with procs.shielded():
             procs.kill_all_and_wait()
@@ -81,6 +116,8 @@ def execute(env: JobEnv) -> tuple[TerminationMessage, int]:
 
 
 def write_termination_message(message: TerminationMessage, path: Path) -> None:
+    from runner.messages import encode_termination_message  # noqa: PLC0415
+
     data = encode_termination_message(message)
     try:
         path.write_bytes(data)
@@ -113,10 +150,7 @@ def main() -> NoReturn:
         fallback = JobEnv.from_environ(
             {ENV_TERMINATION_LOG: os.environ.get(ENV_TERMINATION_LOG, "")}
         )
-        write_termination_message(
-            FailureMessage(ok=False, error=f"{e} (permanent)", kind="permanent"),
-            fallback.termination_log,
-        )
+        write_termination_message(failed(f"{e} (permanent)", "permanent"), fallback.termination_log)
         sys.exit(EXIT_PERMANENT)
     configure_logging(env)
     signals.install(env.grace_seconds)
@@ -126,14 +160,13 @@ def main() -> NoReturn:
     except Terminated:
         # SIGTERM landed where `execute` could not turn it into a message (its very start,
         # or while it was building one); cleanup has run in its `finally` either way.
-        message = FailureMessage(
-            ok=False,
-            error="the runner was stopped by SIGTERM; partial output was discarded (transient)",
-            kind="transient",
+        message = failed(
+            "the runner was stopped by SIGTERM; partial output was discarded (transient)",
+            "transient",
         )
         code = EXIT_TERMINATED
     with procs.shielded():
-        if isinstance(message, FailureMessage):
+        if not message.ok:
             log.warning("failed: %s", message.error)
         else:
             log.info("finished")

@@ -1,14 +1,15 @@
-"""The contract between the controller and the runner (see the design's "Kubernetes objects").
+"""The contract between the controller and the runner (docs/runner.md, docs/architecture.md).
 
 Both sides import these names, so a key or exit code is spelled in exactly one place.
+
+The termination message's models live in `runner.messages`: this module imports no pydantic,
+so the runner can start its first ffprobe before it pays for pydantic's import
+(bench/bench_runner.py, "the runner's fixed cost").
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import Literal
 
 PREFIX = "audiojob.dev"
 
@@ -38,7 +39,7 @@ def _key(key: str) -> str:
     return key.replace(".", "\\.")  # kubectl's field paths escape the dots inside a key
 
 
-# `kubectl get pods -o custom-columns=…`: what each runner pod does (README, the demo).
+# `kubectl get pods -o custom-columns=…`: what each runner pod does (docs/operations.md, the demo).
 POD_COLUMNS = ",".join(
     (
         "POD:.metadata.name",
@@ -71,63 +72,3 @@ TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_MESSAGE_LIMIT = 4096  # bytes; the kubelet truncates anything longer
 
 ErrorKind = Literal["transient", "permanent"]
-
-
-class SuccessMessage(BaseModel):
-    """`{"ok": true, "result": {...}}` in the termination message."""
-
-    model_config = ConfigDict(extra="ignore")
-    ok: Literal[True]
-    result: dict[str, Any] = Field(default_factory=dict)
-
-
-class FailureMessage(BaseModel):
-    """`{"ok": false, "error": "...", "kind": "transient|permanent"}` in the termination message."""
-
-    model_config = ConfigDict(extra="ignore")
-    ok: Literal[False]
-    error: str
-    kind: ErrorKind = "permanent"
-
-
-TerminationMessage = SuccessMessage | FailureMessage
-
-
-def encode_termination_message(message: TerminationMessage) -> bytes:
-    """Serialise a message so it fits the kubelet's 4 KiB limit and stays valid JSON.
-
-    Truncation shortens the error text (or drops the result's detail) rather than cutting
-    the JSON in half, so the controller can always parse what the kubelet kept.
-    """
-    data = message.model_dump_json().encode()
-    if len(data) <= TERMINATION_MESSAGE_LIMIT:
-        return data
-    if isinstance(message, FailureMessage):
-        overflow = len(data) - TERMINATION_MESSAGE_LIMIT + len(" [truncated]") + 8
-        text = message.error.encode()[: max(0, len(message.error.encode()) - overflow)]
-        short = text.decode(errors="ignore") + " [truncated]"
-        return encode_termination_message(message.model_copy(update={"error": short}))
-    # A result too big for the channel is a runner bug; keep what the row needs.
-    slim = {k: v for k, v in message.result.items() if isinstance(v, str | int | float | bool)}
-    data = SuccessMessage(ok=True, result=slim).model_dump_json().encode()
-    if len(data) <= TERMINATION_MESSAGE_LIMIT:
-        return data
-    return SuccessMessage(ok=True, result={"truncated": True}).model_dump_json().encode()
-
-
-def parse_termination_message(text: str | None) -> TerminationMessage | None:
-    """The runner's message, or None when the container left none or left garbage."""
-    if not text:
-        return None
-    try:
-        raw = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(raw, dict):
-        return None
-    try:
-        if raw.get("ok") is True:
-            return SuccessMessage.model_validate(raw)
-        return FailureMessage.model_validate(raw)
-    except ValidationError:
-        return None

@@ -71,6 +71,12 @@ class TransientError(RunnerError):
     kind: ErrorKind = "transient"
 
 
+class PayloadError(ValueError):
+    """A payload that cannot run; the message is a sentence a person can act on.
+    (`runner.payloads` raises it; it lives here so the runner can catch it before that
+    module, and pydantic with it, is imported.)"""
+
+
 class Terminated(BaseException):
     """SIGTERM arrived. A BaseException so no `except Exception` on the way swallows it."""
 

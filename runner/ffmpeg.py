@@ -31,13 +31,28 @@ class MediaInfo:
     size: int
 
 
-def probe(path: Path, *, label: str) -> MediaInfo:
-    """What ffprobe sees in `path`; PermanentError when it is not readable media at all."""
+_started: dict[Path, subprocess.Popen[bytes]] = {}
+
+
+def _spawn_probe(path: Path) -> subprocess.Popen[bytes]:
     argv = [
         "ffprobe", "-v", "error", *LOCAL_ONLY, "-print_format", "json", "-show_format",
         "-show_streams", str(path),
     ]  # fmt: skip
-    proc = procs.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return procs.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def start_probe(path: Path) -> None:
+    """Start ffprobe on `path` now, in the background; the next `probe(path)` takes its answer
+    (the runner starts its input's probe before it imports pydantic, the larger part of its
+    start). A probe never collected is killed with every other child at the end."""
+    if path not in _started:
+        _started[path] = _spawn_probe(path)
+
+
+def probe(path: Path, *, label: str) -> MediaInfo:
+    """What ffprobe sees in `path`; PermanentError when it is not readable media at all."""
+    proc = _started.pop(path, None) or _spawn_probe(path)
     try:
         out, err = proc.communicate(timeout=PROBE_TIMEOUT)
     except subprocess.TimeoutExpired:

@@ -26,7 +26,7 @@ from runner.progress import Progress
 from runner.rules import NetworkRules
 from runner.signals import DEFAULT_GRACE_SECONDS
 
-# Runner-only settings, beyond the design's contract; all optional.
+# Runner-only settings, beyond the controller's contract; all optional (docs/configuration.md).
 ENV_GRACE = "AUDIOJOB_GRACE_SECONDS"  # the pod's terminationGracePeriodSeconds
 ENV_MAX_DOWNLOAD_BYTES = "AUDIOJOB_MAX_DOWNLOAD_BYTES"
 ENV_SOCKET_TIMEOUT = "AUDIOJOB_SOCKET_TIMEOUT"

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from runner.errors import PayloadError
 from runner.rules import NetworkRules, path_refusal, url_refusal
 
 JobType = Literal["ingest", "preview", "save"]
@@ -120,10 +121,6 @@ PAYLOAD_MODELS: dict[str, type[IngestPayload] | type[PreviewPayload] | type[Save
     "preview": PreviewPayload,
     "save": SavePayload,
 }
-
-
-class PayloadError(ValueError):
-    """A payload that cannot run; the message is a sentence a person can act on."""
 
 
 def _describe(error: ValidationError) -> str:

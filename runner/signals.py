@@ -17,7 +17,7 @@ from runner.errors import Terminated
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GRACE_SECONDS = 5.0  # the design's cancel grace (pod terminationGracePeriodSeconds)
+DEFAULT_GRACE_SECONDS = 5.0  # the cancel grace (pod terminationGracePeriodSeconds)
 
 
 def cleanup_margin(grace: float) -> float:

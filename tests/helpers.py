@@ -76,3 +76,23 @@ def running_pod(core_v1: Any, namespace: str, *, timeout: float = 60) -> Any:
         timeout=timeout,
         message=f"a Running pod in {namespace}",
     )
+
+
+def service_account_with_rules(
+    api: Any, namespace: str, name: str, rules: list[dict[str, Any]]
+) -> None:
+    """A ServiceAccount `name` in `namespace`, bound to a Role of the same name with `rules`."""
+    import kubernetes
+
+    core = kubernetes.client.CoreV1Api(api)
+    rbac = kubernetes.client.RbacAuthorizationV1Api(api)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": name}, "rules": rules})
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        },
+    )

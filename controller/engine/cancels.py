@@ -72,6 +72,6 @@ class Cancellations:
             trace, noticed = self._noticed.pop(row.job_id, (row.trace_id or "", now_ms()))
             done.append(row.job_id)
             m.CANCEL_LATENCY.observe((now_ms() - noticed) / 1000)
-            m.OUTCOMES.labels(outcome="cancelled").inc()
+            m.OUTCOMES.labels(type=row.type, outcome="cancelled", kind="none").inc()
             log.info("cancellation finalized", extra=job_fields(row.job_id, trace, write=res))
         return done

@@ -38,8 +38,10 @@ from typing import Any
 from controller.kube import Kube, KubeError
 from controller.names import job_key
 from controller.settings import OwnershipSettings
+from runner import contract as c
 
 log = logging.getLogger("audiojob.leader")
+LEASE_LABELS = {c.LABEL_MANAGED_BY: c.LABEL_MANAGED_BY_VALUE}
 
 
 def lease_name(installation: str) -> str:
@@ -132,7 +134,7 @@ class Leader:
             body = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
-                "metadata": {"name": self.name},
+                "metadata": {"name": self.name, "labels": LEASE_LABELS},
                 "spec": {
                     "holderIdentity": self.holder,
                     "leaseDurationSeconds": duration,
@@ -156,6 +158,9 @@ class Leader:
             spec["acquireTime"] = stamp
             spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
         spec.update(holderIdentity=self.holder, leaseDurationSeconds=duration, renewTime=stamp)
+        # Leases from before the label get it on their next write: the chart's uninstall hook
+        # finds them by it.
+        lease.setdefault("metadata", {}).setdefault("labels", {}).update(LEASE_LABELS)
         return self._won(await self._kube.replace_lease(self.name, lease), seen)
 
     def _won(self, lease: dict[str, Any] | None, seen: float) -> bool:

@@ -243,7 +243,7 @@ class Engine:
         if self._due(self._last_heartbeat, "heartbeat_interval_seconds") or not beats:
             await self._heartbeat(beats)
         # Reads only when there is something to find: a cycle runs on every burst of watch
-        # events, and each statement costs (README, "Measured").
+        # events, and each statement costs (bench/README.md).
         if len(self.cancels) or self._due(self._last_cancel_scan, "poll_interval_seconds"):
             self._last_cancel_scan = time.monotonic()
             for job_id in await self.cancels.finish():

@@ -154,7 +154,7 @@ class View:
             snap = JobView.from_body(body) if kind == "job" else PodView.from_body(body)
         if self._listing:
             # The snapshot waits for the list, never the body: under load a relist overlaps
-            # with thousands of events (peak memory, README "Measured").
+            # with thousands of events (peak memory, bench/README.md).
             self._during_list.append((kind, name, snap))
         self._index(kind, name, snap)
 

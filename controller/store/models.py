@@ -1,4 +1,4 @@
-"""Typed rows and call results of the job store (see DESIGN.md, "The job row")."""
+"""Typed rows and call results of the job store (docs/job-table.md, "The schema")."""
 
 from __future__ import annotations
 

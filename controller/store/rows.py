@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from controller.store.models import JOB_COLUMNS, ClaimedJob, JobRow, RejectedJob
-from runner.payloads import PayloadError, parse_payload
+from runner.errors import PayloadError
+from runner.payloads import parse_payload
 from runner.rules import NetworkRules
 
 T = TypeVar("T")

@@ -1,8 +1,8 @@
 """The job store's statements, rendered once for the configured table name.
 
-Every transition of the design is one of these conditional statements; `JobStore` only binds
-values and reads answers. Values are named by role (`:job_id`, `:now`, see `params.Stmt`); the
-rows of a batch are the anonymous `?` of its `VALUES` list.
+Every transition of a row's life (docs/job-table.md) is one of these conditional statements;
+`JobStore` only binds values and reads answers. Values are named by role (`:job_id`, `:now`,
+see `params.Stmt`); the rows of a batch are the anonymous `?` of its `VALUES` list.
 """
 
 # ruff: noqa: S608  # SQL is assembled only from constants and checked identifiers; values are bound

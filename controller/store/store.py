@@ -1,4 +1,5 @@
-"""The job store: every state transition of DESIGN.md as one conditional SQL statement.
+"""The job store: every state transition of a row (docs/job-table.md, "A row's life") as one
+conditional SQL statement.
 
 `JobStore` is assembled from small parts, all on one client (`core.py`: opening, calls,
 fencing, reading rows): the app's side, claiming, heartbeats and the reconcile reads here;

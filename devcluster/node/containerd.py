@@ -39,6 +39,22 @@ class Containerd:
         return self.state / "containerd.sock"
 
     @property
+    def registry_hosts(self) -> Path:
+        """containerd's per-registry hosts directory (`certs.d/<host>/hosts.toml`), read on
+        every pull, so a test can point the node at a registry it has just started."""
+        return self.state / "certs.d"
+
+    def allow_plain_http(self, host: str) -> None:
+        """Pull from the registry at `host` (host:port) over plain HTTP, as a local registry
+        serves; containerd would otherwise insist on HTTPS for a non-localhost name."""
+        conf = self.registry_hosts / host / "hosts.toml"
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        conf.write_text(
+            f'server = "http://{host}"\n\n'
+            f'[host."http://{host}"]\n  capabilities = ["pull", "resolve"]\n'
+        )
+
+    @property
     def endpoint(self) -> str:
         return f"unix://{self.socket}"
 
@@ -75,6 +91,8 @@ state = "{self.state / "state"}"
       runtime_type = "io.containerd.runc.v2"
       [{cri}.containerd.runtimes.runc.options]
         SystemdCgroup = false
+  [{cri}.registry]
+    config_path = "{self.registry_hosts}"
   [{cri}.cni]
     bin_dir = "{self.cni_bin}"
     conf_dir = "{self.cni_conf}"

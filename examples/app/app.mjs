@@ -12,6 +12,9 @@ const db = createClient({
   authToken: process.env.TURSO_AUTH_TOKEN,
 });
 const log = (event) => console.log(JSON.stringify(event));
+// A file: database is shared with the controller on this machine: wait for its write lock
+// (SQLite's default is to fail at once with SQLITE_BUSY). A server (Turso, sqld) needs nothing.
+if (db.protocol === "file") await db.execute("PRAGMA busy_timeout = 5000");
 
 // Every statement in schema.sql is idempotent: safe to run while the controller runs it too.
 await db.executeMultiple(await readFile(new URL("../../controller/store/schema.sql", import.meta.url), "utf8"));

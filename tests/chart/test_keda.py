@@ -211,4 +211,6 @@ def test_keda_scales_the_controller_from_zero_and_back(
     # Reported with -s; the timings depend on pollingInterval=1 and cooldownPeriod=5.
     down = time.monotonic() - t_drained
     print(f"KEDA: 0 → 1 {up:.1f} s after the insert, 1 → 0 {down:.1f} s after the drain")
-    helm("uninstall", release, f"--namespace={namespace}", kc)
+    # No hooks: the uninstall hook's pod would wait on a simulated node (the real node
+    # runs it: tests/realnode/test_release.py).
+    helm("uninstall", release, f"--namespace={namespace}", kc, "--no-hooks")

@@ -96,7 +96,9 @@ def test_upgrade_keeps_running_job_pods_and_uninstall_cleans_up(
     assert after.metadata.uid == pod.metadata.uid
     assert after.metadata.deletion_timestamp is None and after.status.phase == "Running"
 
-    helm("uninstall", release, f"--namespace={namespace}", kc)
+    # No hooks: the uninstall hook's pod would wait on a simulated node (the real node
+    # runs it: tests/realnode/test_release.py).
+    helm("uninstall", release, f"--namespace={namespace}", kc, "--no-hooks")
     assert cluster_scoped_with_release(api, release) == []
     # Job pods are the app's work, not the chart's: uninstalling does not kill them.
     assert (

@@ -15,7 +15,7 @@ from controller.builders import build_job
 from controller.settings import load_settings
 from devcluster.controlplane import LocalCluster, binary
 from runner.rules import REFUSED_NETWORKS
-from tests.chart.test_chart import CHART, render
+from tests.chart.test_chart import CHART, DATABASE, render
 
 EGRESS_OPTIONS = [
     "runner.allowedNetworks={10.20.0.0/16,10.30.0.5,minio.storage.svc:9000}",
@@ -189,7 +189,7 @@ def test_schema_refuses_the_old_resources_shape_and_bad_networks() -> None:
         "networkPolicy.apiServer.ports=null",
     ):
         proc = subprocess.run(
-            [str(binary("helm")), "template", "x", str(CHART), f"--set={bad}"],
+            [str(binary("helm")), "template", "x", str(CHART), f"--set={DATABASE}", f"--set={bad}"],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         assert proc.returncode != 0, bad

@@ -1,5 +1,6 @@
 """`kubectl get pods` that means something: a runner pod made from `build_job`'s template, with
-the runner's stage and progress annotations, shown through the README's custom columns."""
+the runner's stage and progress annotations, shown through the custom columns of
+docs/operations.md."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ from devcluster.controlplane import LocalCluster
 from runner import contract as c
 
 pytestmark = pytest.mark.cluster
-README = Path(__file__).resolve().parents[2] / "README.md"
+OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 
 
 def test_the_readme_gives_the_columns_the_code_defines() -> None:
-    assert f"-o custom-columns='{c.POD_COLUMNS}'" in README.read_text()
+    assert f"-o custom-columns='{c.POD_COLUMNS}'" in OPERATIONS.read_text()
 
 
 def test_custom_columns_show_job_type_stage_and_progress(

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -52,3 +53,40 @@ def test_the_controller_refuses_to_start_with_an_overridden_job_id() -> None:
         f"{c.ANN_JOB_ID} is set by the controller to tie a pod to its row; remove it from the "
         "extra pod annotations"
     ]
+
+
+def runner_pod_spec() -> dict[str, Any]:
+    """The pod spec of a Job built with the settings the environment gives."""
+    job = build_job(
+        job_id="j", job_type="ingest", attempt=1, trace_id="t", payload_json="{}",
+        settings=load_settings(),
+    )  # fmt: skip
+    return dict(job["spec"]["template"]["spec"])
+
+
+def test_runner_placement_from_the_environment_reaches_the_pod_spec(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """nodeSelector, tolerations and affinity, set as the chart sets them (JSON env vars)."""
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["a"]}]}
+                ]
+            }
+        }
+    }
+    toleration = {"key": "audio", "operator": "Exists", "effect": "NoSchedule"}
+    monkeypatch.setenv("AUDIOJOB_RUNNER__NODE_SELECTOR", json.dumps({"pool": "audio"}))
+    monkeypatch.setenv("AUDIOJOB_RUNNER__TOLERATIONS", json.dumps([toleration]))
+    monkeypatch.setenv("AUDIOJOB_RUNNER__AFFINITY", json.dumps(affinity))
+    spec = runner_pod_spec()
+    assert spec["nodeSelector"] == {"pool": "audio"}
+    assert spec["tolerations"] == [toleration]
+    assert spec["affinity"] == affinity
+
+
+def test_runner_pods_without_placement_carry_none() -> None:
+    spec = runner_pod_spec()
+    assert not {"nodeSelector", "tolerations", "affinity"} & set(spec)

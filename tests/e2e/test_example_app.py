@@ -1,7 +1,7 @@
-"""The README's "what the web app does", run: examples/app (Node, @libsql/client) against the real
-controller, through the Hrana test server and on a shared `file:` database. The test plays the
-runner (kwok pods run no code): it writes stage and progress on the running pod as the runner
-would."""
+"""docs/job-table.md's "What the app may write", run: examples/app (Node, @libsql/client)
+against the real controller, through the Hrana test server and on a shared `file:` database.
+The test plays the runner (kwok pods run no code): it writes stage and progress on the running
+pod as the runner would."""
 
 from __future__ import annotations
 

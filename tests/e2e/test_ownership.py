@@ -1,6 +1,6 @@
 """Several controllers on one job table: one leader per installation, each installation runs
 only its own rows, and a dead installation's rows are taken over only once its pods cannot
-still be running (README "Ownership")."""
+still be running (docs/architecture.md, "Ownership")."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Taking over a dead installation's rows, end to end: on the takeover cadence (not the
 reconcile interval), at once when the old Job has finished in the taker's own view, cancelled
-rows finalized without running anything, and never a live owner's rows (README "Ownership").
+rows finalized without running anything, and never a live owner's rows (docs/architecture.md,
+"Ownership").
 
 Every taker here runs with a reconcile interval of an hour and becomes ready (its first cycle,
 with the one reconcile of the test, done) while nothing is eligible yet; so a takeover during

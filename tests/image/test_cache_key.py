@@ -11,11 +11,13 @@ from devcluster.image import content_key, context_files
 from devcluster.pybase import PythonBase
 
 REPO = Path(__file__).resolve().parents[2]
+CHART_YAML = "charts/audiojob-operator/Chart.yaml"  # the version the image is built with
 
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
-    for name in ("Dockerfile", ".dockerignore", "pyproject.toml"):
+    for name in ("Dockerfile", ".dockerignore", "pyproject.toml", CHART_YAML):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(REPO / name, tmp_path / name)
     files = {
         "README.md": "# readme",
@@ -57,6 +59,14 @@ def test_files_outside_the_context_leave_the_key(tree: Path, path: str) -> None:
 def test_what_the_build_reads_changes_the_key(tree: Path, path: str) -> None:
     before = key(tree)
     (tree / path).write_text((tree / path).read_text() + "\n# changed")
+    assert key(tree) != before
+
+
+def test_the_version_changes_the_key(tree: Path) -> None:
+    """The chart's version goes in as the AUDIOJOB_VERSION build argument."""
+    before = key(tree)
+    chart = tree / CHART_YAML
+    chart.write_text(chart.read_text().replace("\nversion: ", "\nversion: 9", 1))
     assert key(tree) != before
 
 

@@ -1,5 +1,5 @@
 """What both processes export passes `promtool check metrics` (Prometheus' own naming lint),
-and the README's metrics table lists exactly the `audiojob_*` names they export."""
+and the metrics table of docs/operations.md lists exactly the `audiojob_*` names they export."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from controller.queue_metrics import DB_REGISTRY_KEY, REGISTRY_KEY, QueueCounter
 from controller.settings import DbSettings
 from devcluster.controlplane import binary
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 
 
 def exported(text: str) -> set[str]:
@@ -23,7 +23,7 @@ def exported(text: str) -> set[str]:
 
 def documented() -> set[str]:
     names: set[str] = set()
-    for line in README.read_text().splitlines():
+    for line in OPERATIONS.read_text().splitlines():
         if line.startswith("| `audiojob_"):
             names.update(re.findall(r"`(audiojob_\w+)`", line.split("|")[1]))
     return names

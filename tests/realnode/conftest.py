@@ -167,19 +167,15 @@ def real_chart_values(node: RealNode, *, database_url: str, claim: str) -> dict[
     """Values that put the controller and its job pods on `node` with the image from `make
     image` (pullPolicy Never), the database at `database_url` and outputs on `claim`."""
     placement = node.placement()
-    runner_placement = [
-        {"name": f"AUDIOJOB_RUNNER__{key.upper()}", "value": json.dumps(placement[field])}
-        for key, field in (("node_selector", "nodeSelector"), ("tolerations", "tolerations"))
-    ]
     return {
         "image": {"pullPolicy": "Never"},
         "database": {"url": database_url},
-        "controller": {**placement, "extraEnv": runner_placement},
+        "controller": dict(placement),
         "claim": {"pollIntervalSeconds": 1},
         "outputVolume": {"existingClaim": claim},
         # The audio is served on the bridge, a private address the runner's guard refuses
         # unless the user allows it: exactly what a trusted in-cluster source needs.
-        "runner": {"allowedNetworks": [f"{node.network.gateway}/32"]},
+        "runner": {"allowedNetworks": [f"{node.network.gateway}/32"], **placement},
     }
 
 

@@ -9,7 +9,7 @@ until ffmpeg works for several rows, strikes once, and then checks that:
   process table, sampled throughout, each process mapped to its row by its pod's cgroup);
 - nothing is left: runner pods, Jobs, processes or mounts.
 
-Each case prints one line of the README's results table (run with `-s`)."""
+Each case prints one line of the results table in docs/development.md (run with `-s`)."""
 
 from __future__ import annotations
 
@@ -96,19 +96,11 @@ def chaos_values(stage_node: RealNode, *, database_url: str, claim: str) -> dict
     values = real_chart_values(stage_node, database_url=database_url, claim=claim)
     small = {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}}
     values["controller"]["resources"] = small
-    values["controller"]["extraEnv"] += [
-        {"name": k, "value": v}
-        for k, v in {
-            # Finished Jobs go soon, so "nothing left behind" is seen within the case.
-            "AUDIOJOB_RUNNER__TTL_SECONDS_AFTER_FINISHED": "2",
-            "AUDIOJOB_TIMEOUTS__RETRY_BACKOFF_SECONDS": "0",
-            "AUDIOJOB_CLAIM__HEARTBEAT_INTERVAL_SECONDS": "1",
-            # A replaced controller pod takes the Lease over within seconds.
-            "AUDIOJOB_OWNERSHIP__LEASE_SECONDS": "6",
-            "AUDIOJOB_OWNERSHIP__RENEW_DEADLINE_SECONDS": "4",
-            "AUDIOJOB_OWNERSHIP__RETRY_PERIOD_SECONDS": "1",
-        }.items()
-    ]
+    # Finished Jobs go soon, so "nothing left behind" is seen within the case.
+    values["runner"]["ttlSecondsAfterFinished"] = 2
+    values["claim"]["heartbeatIntervalSeconds"] = 1
+    # A replaced controller pod takes the Lease over within seconds.
+    values["ownership"] = {"leaseSeconds": 6, "renewDeadlineSeconds": 4, "retryPeriodSeconds": 1}
     values["claim"]["maxConcurrent"] = ROWS + 1
     values["runner"]["resources"] = {t: small for t in JOB_TYPES}
     values["timeouts"] = {
@@ -117,6 +109,7 @@ def chaos_values(stage_node: RealNode, *, database_url: str, claim: str) -> dict
         "heartbeatStaleSeconds": HEARTBEAT_STALE,
         "progressStalledSeconds": 240,
         "cancelGraceSeconds": 2,
+        "retryBackoffSeconds": 0,
     }
     values["queueMetrics"] = {"enabled": False}
     return values

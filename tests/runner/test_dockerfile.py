@@ -99,4 +99,4 @@ def test_dockerignore_sends_only_what_the_build_copies() -> None:
 
 
 def test_build_command_is_documented() -> None:
-    assert "docker build -t audiojob-operator:" in (REPO / "README.md").read_text()
+    assert "docker build -t audiojob-operator:" in (REPO / "docs" / "runner.md").read_text()

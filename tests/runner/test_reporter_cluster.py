@@ -15,7 +15,7 @@ import kubernetes
 import pytest
 
 from runner.contract import ANN_HEARTBEAT, ANN_PROGRESS, ANN_STAGE, EXIT_TERMINATED
-from tests.helpers import wait_for
+from tests.helpers import service_account_with_rules, wait_for
 from tests.runner.conftest import Runner, ffmpeg
 
 pytestmark = pytest.mark.cluster
@@ -38,23 +38,8 @@ def bound_token(core: kubernetes.client.CoreV1Api, namespace: str, pod_uid: str)
 def setup_pod_identity(api: kubernetes.client.ApiClient, namespace: str) -> str:
     """A ServiceAccount allowed to patch pods, a pod running as it, and a token bound to it."""
     core = kubernetes.client.CoreV1Api(api)
-    rbac = kubernetes.client.RbacAuthorizationV1Api(api)
-    core.create_namespaced_service_account(namespace, {"metadata": {"name": SA}})
-    rbac.create_namespaced_role(
-        namespace,
-        {
-            "metadata": {"name": SA},
-            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}],
-        },
-    )
-    rbac.create_namespaced_role_binding(
-        namespace,
-        {
-            "metadata": {"name": SA},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": SA},
-            "subjects": [{"kind": "ServiceAccount", "name": SA, "namespace": namespace}],
-        },
-    )
+    rules = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}]
+    service_account_with_rules(api, namespace, SA, rules)
     pod = core.create_namespaced_pod(
         namespace,
         {

@@ -15,10 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from yt_dlp.utils import DownloadError, ExtractorError
 
-from runner.contract import FailureMessage, encode_termination_message
 from runner.edits import atempo_chain, build_filters
 from runner.errors import PermanentError, classify_download_failure, network_reason
 from runner.job import JobEnv
+from runner.messages import FailureMessage, encode_termination_message
 from runner.payloads import FadeOut, Gain, Speed, Trim, edits_json_schema
 from runner.progress import Progress, ProgressState
 from runner.reporter import Reporter

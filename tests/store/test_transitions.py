@@ -1,4 +1,5 @@
-"""Every transition of the design's state machine, on file: and over both wire protocols."""
+"""Every transition of a row's state machine (docs/job-table.md), on file: and over both
+wire protocols."""
 
 from __future__ import annotations
 

@@ -61,6 +61,7 @@ Image reference shared by the controller, queue-metrics and (by default) the run
 */}}
 {{- define "audiojob-operator.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- with .Values.image.digest }}@{{ . }}{{ end }}
 {{- end }}
 
 {{/*
@@ -89,7 +90,28 @@ PVC mounted in job pods, if any.
 {{- end }}
 
 {{/*
-Database env vars, from the Secret.
+The database URL the chart's Secret holds. An empty URL or a file: one fails the install: a
+file inside the controller pod serves nobody, so using one must be asked for by name.
+*/}}
+{{- define "audiojob-operator.databaseUrl" -}}
+{{- $db := .Values.database }}
+{{- if $db.existingSecret }}
+{{- else if $db.embeddedFile }}
+{{- if and $db.url (not (hasPrefix "file:" $db.url)) }}
+{{- fail "database.embeddedFile=true needs database.url to be empty or a file: URL; unset database.embeddedFile to use the database at database.url." }}
+{{- end }}
+{{- default "file:/tmp/audiojobs.db" $db.url }}
+{{- else if not $db.url }}
+{{- fail "database.url is required: set database.url=libsql://<db>.turso.io (with database.authToken), or database.existingSecret=<a Secret with keys database-url and auth-token>, or database.embeddedFile=true to try the chart with a SQLite file inside the controller pod." }}
+{{- else if hasPrefix "file:" $db.url }}
+{{- fail "database.url is a file: URL, which only the controller pod can reach: set database.url to your libSQL server (libsql://<db>.turso.io), or also set database.embeddedFile=true to try the chart with it anyway." }}
+{{- else }}
+{{- $db.url }}
+{{- end }}
+{{- end }}
+
+{{/*
+Database env vars, from the Secret, and the job table's settings.
 */}}
 {{- define "audiojob-operator.databaseEnv" -}}
 - name: TURSO_DATABASE_URL
@@ -103,6 +125,10 @@ Database env vars, from the Secret.
       name: {{ include "audiojob-operator.secretName" . }}
       key: auth-token
       optional: true
+- name: AUDIOJOB_DB__TABLE
+  value: {{ .Values.database.table | quote }}
+- name: AUDIOJOB_DB__STATEMENT_TIMEOUT_SECONDS
+  value: {{ .Values.database.statementTimeoutSeconds | quote }}
 {{- end }}
 
 {{/*
