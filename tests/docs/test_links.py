@@ -17,9 +17,6 @@ OUTSIDE = re.compile(
 )
 # This file and the module it tests name the patterns themselves.
 SELF = {"tests/docs/test_links.py"}
-# Targets another branch of issue 19 adds (bench/ belongs to the benchmarks' owner); remove an
-# entry once its file is in the tree.
-PENDING = {"bench/README.md"}
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 SKIP = ("http://", "https://", "mailto:", "#")
 
@@ -60,8 +57,7 @@ def broken_links(markdown: dict[str, str]) -> list[str]:
             if not resolved.is_relative_to(ROOT.resolve()):
                 broken.append(f"{path}: {target} leaves the repository")
                 continue
-            rel = resolved.relative_to(ROOT.resolve()).as_posix()
-            if not resolved.exists() and rel not in PENDING:
+            if not resolved.exists():
                 broken.append(f"{path}: {target} does not exist")
     return broken
 
