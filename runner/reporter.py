@@ -61,9 +61,12 @@ class StderrSink:
 
 class PodAnnotationSink:
     min_interval = POD_PATCH_INTERVAL
-    # The controller takes the end from the termination message, not from the annotations:
-    # the runner's exit does not wait for the throttle to send "done" (up to 0.5 s it did).
+    # The controller takes the end from the termination message, so the exit never waits for
+    # the throttle (up to 0.5 s it did); but the last state goes out at once, one patch at most:
+    # `kubectl get pods` (the chart's NOTES, `audiojob status`) shows it for the finished pod,
+    # which otherwise kept "starting 0" after a job shorter than the 2 s throttle.
     final_wait = 0.0
+    final_unthrottled = True
 
     def __init__(self, api: Any, *, pod: str, namespace: str) -> None:
         self._api = api

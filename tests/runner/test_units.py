@@ -153,3 +153,25 @@ def test_reporter_throttles_and_survives_failing_sends() -> None:
     assert sink.sent[-1][1] == ProgressState("done", 100)
     percents = [s.percent for _, s in sink.sent]
     assert percents == sorted(percents)
+
+
+def test_a_pod_gets_its_last_state_even_inside_the_throttle() -> None:
+    """`kubectl get pods` shows the finished pod's last stage: a job shorter than the 2 s
+    patch interval still ends at "done 100", not at "starting 0"."""
+    from runner.reporter import PodAnnotationSink
+    from tests.helpers import wait_for
+
+    class PodLike(RecordingSink):
+        min_interval = 3600.0  # every send after the first is inside the throttle
+        final_wait = PodAnnotationSink.final_wait
+        final_unthrottled = PodAnnotationSink.final_unthrottled
+
+    progress = Progress()
+    sink = PodLike()
+    reporter = Reporter(progress, sink)
+    reporter.start()
+    progress.stage("transcoding", 10, 90)
+    wait_for(lambda: sink.sent, timeout=10, message="the first send")
+    progress.finish()
+    reporter.stop()
+    assert sink.sent[-1][1] == ProgressState("done", 100)
