@@ -12,7 +12,6 @@ import contextlib
 import json
 import re
 import secrets
-import socket
 import subprocess
 import time
 import urllib.error
@@ -21,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from devcluster.controlplane import bin_dir
+from devcluster.controlplane import bin_dir, free_port
 
 ACCESS_LINE = re.compile(r'"([A-Z]+) (\S+) HTTP/[0-9.]+" (\d{3}) ')
 
@@ -70,13 +69,6 @@ class Registry:
             return doc
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _config(storage: Path, port: int, *, read_only: bool) -> str:
     # maintenance.readonly makes every push fail with the registry's own error: the tests of
     # a registry that refuses the push use it.
@@ -108,7 +100,7 @@ http:
 def running_registry(workdir: Path, *, read_only: bool = False) -> Iterator[Registry]:
     """A registry serving `workdir/storage` on a free loopback port until the block ends."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     config = workdir / "config.yml"
     config.write_text(_config(workdir / "storage", port, read_only=read_only))
     registry = Registry(host=f"127.0.0.1:{port}", log=workdir / "registry.log")

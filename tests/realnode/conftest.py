@@ -160,6 +160,17 @@ def long_source(node_media_server: MediaServer, long_audio: bytes) -> str:
     return node_media_server.serve("/long.mp3", Route(body=long_audio, content_type="audio/mpeg"))
 
 
+def tone_url(media: MediaServer, directory: Path, *, seconds: int) -> str:
+    """A sine WAV of `seconds`, made by ffmpeg in `directory`, served where pods fetch it."""
+    tone = directory / "tone.wav"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+         f"sine=frequency=440:duration={seconds}", str(tone)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    return media.serve("/tone.wav", Route(body=tone.read_bytes()))
+
+
 # --- the chart installed by helm, the controller a pod on the real node -------------------
 
 

@@ -24,8 +24,8 @@ from devcluster.hrana_server import HranaServer, running_server
 from devcluster.node import RealNode
 from tests.chart.test_keda import keda, keda_crds, queue_metrics_process, wait_replicas
 from tests.helpers import wait_for
-from tests.realnode.conftest import OutputVolume, helm_installed, real_chart_values
-from tests.runner.conftest import MediaServer, Route
+from tests.realnode.conftest import OutputVolume, helm_installed, real_chart_values, tone_url
+from tests.runner.conftest import MediaServer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.realnode, pytest.mark.slow]
 __all__ = ["keda", "keda_crds"]
@@ -72,13 +72,7 @@ def test_helm_install_keda_and_a_real_job(
     core = kubernetes.client.CoreV1Api(api)
     deploy = f"{release}-audiojob-operator-controller"
     db = DbSettings(url=database.url("libsql"))
-    tone = output_volume.host_dir.parent / "tone.wav"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=440:duration=5",
-         str(tone)],
-        check=True, timeout=60,
-    )  # fmt: skip
-    url = node_media_server.serve("/tone.wav", Route(body=tone.read_bytes()))
+    url = tone_url(node_media_server, output_volume.host_dir.parent, seconds=5)
 
     with queue_metrics_process(db.url) as queue_url:
         point_scaled_object_at(api, namespace, deploy, queue_url)

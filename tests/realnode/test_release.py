@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,8 +32,8 @@ from tests.chart.test_chart import helm
 from tests.e2e.runs import Runs
 from tests.helpers import wait_for
 from tests.image.test_release import tree_with_chart_versions
-from tests.realnode.conftest import OutputVolume, real_chart_values
-from tests.runner.conftest import MediaServer, Route
+from tests.realnode.conftest import OutputVolume, real_chart_values, tone_url
+from tests.runner.conftest import MediaServer
 
 pytestmark = [
     pytest.mark.cluster,
@@ -126,7 +125,7 @@ def test_release_install_upgrade_rollback_uninstall(
     assert set(layers) <= fetched, "containerd did not fetch every layer from the registry"
 
     db = DbSettings(url=database.url("libsql"))
-    tone = tone_url(node_media_server, tmp_path)
+    tone = tone_url(node_media_server, tmp_path, seconds=3)
     asyncio.run(insert(db, [("short-1", tone), ("short-2", tone)]))
     assert_completed(db, ["short-1", "short-2"])
 
@@ -201,16 +200,6 @@ def controller_image_digest(core: kubernetes.client.CoreV1Api, namespace: str) -
     found = wait_for(running, timeout=300, interval=1, message="one controller pod running")
     assert isinstance(found, str)
     return found
-
-
-def tone_url(media: MediaServer, tmp_path: Path) -> str:
-    tone = tmp_path / "tone.wav"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=440:duration=3",
-         str(tone)],
-        check=True, timeout=60,
-    )  # fmt: skip
-    return media.serve("/tone.wav", Route(body=tone.read_bytes()))
 
 
 async def insert(db: DbSettings, jobs: list[tuple[str, str]]) -> None:
