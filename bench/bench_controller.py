@@ -231,6 +231,8 @@ def run_in_flight(
         "peak_rss_mib": rss,
         "cpu_s": cpu,
         "api_requests": metric_sum(text, "audiojob_api_requests_total"),
+        "watch_events": metric_sum(text, "audiojob_watch_events_total"),
+        "watch_bytes": metric_sum(text, "audiojob_watch_bytes_total"),
         "load": os.getloadavg()[0],
         **checked,
     }
@@ -656,7 +658,8 @@ def report(runs: dict[str, Any], n: int, shared: int) -> Goals:
             )
         goals.add(
             f"{n} in flight: API requests/job {a['api_requests'] / n:.2f}, claim -> Job p50/p95"
-            f" {a['claim_to_job_p50_s']:.1f}/{a['claim_to_job_p95_s']:.1f} s"
+            f" {a['claim_to_job_p50_s']:.1f}/{a['claim_to_job_p95_s']:.1f} s, watch events/job"
+            f" {a.get('watch_events', 0) / n:.1f} ({a.get('watch_bytes', 0) / n / 1024:.0f} KiB)"
         )
         goals.add(
             f"{n} in flight: not complete {a['lost']}, attempt>1 {a['attempt_gt_1']}, extra Jobs"

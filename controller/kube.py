@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 from kubernetes.aio import client as aio
 from kubernetes.aio import config as aio_config
 from kubernetes.aio.client.exceptions import ApiException
@@ -201,7 +202,7 @@ class Kube:
         if not raw or not parse:
             return {}
         try:
-            answer: dict[str, Any] = json.loads(raw)
+            answer: dict[str, Any] = orjson.loads(raw)
         except ValueError as e:  # a proxy's error page, a truncated body
             raise KubeError(f"{what}: the answer is not JSON ({e})", transient=True) from None
         return answer

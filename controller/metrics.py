@@ -104,6 +104,15 @@ WATCH_RELISTS = Counter(
     "Relists a watch asked for because its resourceVersion had expired (410 Gone)",
     ["kind"],
 )
+WATCH_EVENTS = Counter(
+    "audiojob_watch_events_total", "Events the watch on managed objects of this kind read", ["kind"]
+)
+WATCH_BYTES = Counter(
+    "audiojob_watch_bytes_total",
+    "Bytes of events the watch on managed objects of this kind read (each event is a whole "
+    "object: decoding them is a large share of the controller's CPU per job)",
+    ["kind"],
+)
 
 # -- Kubernetes API --------------------------------------------------------------------------
 API_REQUESTS = Counter(
@@ -250,3 +259,5 @@ for _kind in ("job", "pod"):
     WATCH_UP.labels(kind=_kind)
     WATCH_RESTARTS.labels(kind=_kind)
     WATCH_RELISTS.labels(kind=_kind)
+    WATCH_EVENTS.labels(kind=_kind)
+    WATCH_BYTES.labels(kind=_kind)

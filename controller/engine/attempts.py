@@ -103,6 +103,13 @@ class Attempts:
         self._batches = Batches(store, settings.db.table)
         self._kube = kube
         self._running: dict[str, Attempt] = {}
+        self._by_name: dict[str, Attempt] = {}
+        self._undecided: set[str] = set()
+        """Job ids whose attempt has no standing decision (`beat` None): new, or its last
+        decision must be made again. With `_by_name`, a cycle visits only these and the
+        attempts whose Job or pods changed, not every running attempt (engine.loop)."""
+        self._unrecorded: dict[str, Attempt] = {}
+        """Created Jobs whose names are not in the database yet (`record`)."""
         self._starts: list[tuple[Attempt, Started]] = []
 
     def __len__(self) -> int:
@@ -120,14 +127,53 @@ class Attempts:
         return max(0, now_ms() - min(claims)) / 1000 if claims else 0.0
 
     def add(self, a: Attempt) -> None:
+        self.pop(a.job_id)
         self._running[a.job_id] = a
+        self._by_name[a.name] = a
+        self.set_beat(a, a.beat)
+        if not a.k8s_job_recorded:
+            self._unrecorded[a.job_id] = a
+
+    def get(self, job_id: str) -> Attempt | None:
+        return self._running.get(job_id)
 
     def pop(self, job_id: str) -> Attempt | None:
-        return self._running.pop(job_id, None)
+        a = self._running.pop(job_id, None)
+        if a is not None:
+            self._by_name.pop(a.name, None)
+            self._undecided.discard(job_id)
+            self._unrecorded.pop(job_id, None)
+        return a
 
     def clear(self) -> None:
         self._running.clear()
+        self._by_name.clear()
+        self._undecided.clear()
+        self._unrecorded.clear()
         self._starts.clear()
+
+    def set_beat(self, a: Attempt, beat: Beat | None) -> None:
+        """The attempt's standing decision as its heartbeat; None: decide it again."""
+        a.beat = beat
+        if beat is None:
+            self._undecided.add(a.job_id)
+        else:
+            self._undecided.discard(a.job_id)
+
+    def to_decide(self, touched: set[str]) -> list[Attempt]:
+        """The attempts without a standing decision, then those whose Job or pods (by Job
+        name) changed."""
+        out = [self._running[j] for j in self._undecided]
+        out += [
+            a
+            for name in touched
+            if (a := self._by_name.get(name)) is not None and a.job_id not in self._undecided
+        ]
+        return out
+
+    def beats(self) -> list[Beat]:
+        """Every running attempt's heartbeat: its decision's, or a bare one."""
+        return [a.beat or Beat(a.job_id, a.attempt) for a in self._running.values()]
 
     async def create_job(self, a: Attempt) -> Fail | None:
         """Create the attempt's Job (already there is success); a Fail when the API refuses it
@@ -149,6 +195,8 @@ class Attempts:
         a.job_created = True
         a.created_mono = time.monotonic()
         a.k8s_job_recorded = False
+        if self._running.get(a.job_id) is a:
+            self._unrecorded[a.job_id] = a
         m.CLAIM_TO_JOB.observe(max(0, now_ms() - a.claimed_ms) / 1000)
         log.info("created Job" if created else "Job already existed", extra=a.fields())
         return None
@@ -167,17 +215,19 @@ class Attempts:
 
     async def record(self) -> None:
         """Write the Job names and pod starts not yet in the database."""
-        names = [a for a in self._running.values() if a.job_created and not a.k8s_job_recorded]
+        names = [a for a in self._unrecorded.values() if not a.k8s_job_recorded]
         try:
             await self._batches.record(
                 [(a.job_id, a.attempt, a.name) for a in names], [s for _, s in self._starts]
             )
             for a in names:
                 a.k8s_job_recorded = True
+                self._unrecorded.pop(a.job_id, None)
             self._starts.clear()
         except StoreError as e:
             for a, _ in self._starts:
                 a.recorded_start = False
-                a.beat = None  # decided again next cycle, which notes the start again
+                if self._running.get(a.job_id) is a:  # decided again next cycle, which
+                    self.set_beat(a, None)  # notes the start again
             self._starts.clear()
             log.warning("could not record Job names and starts yet: %s", e)

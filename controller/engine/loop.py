@@ -36,6 +36,7 @@ from controller import metrics as m
 from controller.engine.attempts import Attempt, Attempts, all_of
 from controller.engine.cancels import Cancellations
 from controller.engine.claims import Claims
+from controller.engine.intake import claim_and_create
 from controller.engine.leader import Leader
 from controller.engine.outcomes import Outcomes
 from controller.engine.retention import Pruner
@@ -239,9 +240,9 @@ class Engine:
             # Each reconcile also looks past the gate, for rows whose owner has no worker row.
             await self._take_over(gated=not reconcile)
         await self.outcomes.flush()
-        beats = await self._watch_running(now)
-        if self._due(self._last_heartbeat, "heartbeat_interval_seconds") or not beats:
-            await self._heartbeat(beats)
+        await self._watch_running(now)
+        if self._due(self._last_heartbeat, "heartbeat_interval_seconds") or not self.attempts:
+            await self._heartbeat(self.attempts.beats())
         # Reads only when there is something to find: a cycle runs on every burst of watch
         # events, and each statement costs (bench/README.md).
         if len(self.cancels) or self._due(self._last_cancel_scan, "poll_interval_seconds"):
@@ -315,14 +316,13 @@ class Engine:
             return None
         return touched
 
-    async def _watch_running(self, now: int) -> list[Beat]:
-        beats: list[Beat] = []
+    async def _watch_running(self, now: int) -> None:
         touched = self._full_look()
-        for a in self.attempts:
-            if touched is not None and a.beat is not None and a.name not in touched:
-                beats.append(a.beat)  # nothing it depends on changed since it was decided
-                continue
-            a.beat = None
+        attempts = self.attempts
+        for a in list(attempts) if touched is None else attempts.to_decide(touched):
+            if attempts.get(a.job_id) is not a:
+                continue  # ended earlier in this cycle
+            attempts.set_beat(a, None)
             job = self.view.job(a.name)
             a.job_seen = a.job_seen or job is not None
             pods = self.view.pods_of(a.name)
@@ -331,8 +331,7 @@ class Engine:
                 if (then := after_kill(a.kill_then, pods)) is not None:
                     self._owe(a, then)
                 else:
-                    a.beat = Beat(a.job_id, a.attempt)
-                    beats.append(a.beat)
+                    attempts.set_beat(a, Beat(a.job_id, a.attempt))
                 continue
             decision, a.memory = decide(
                 job=job,
@@ -346,10 +345,9 @@ class Engine:
             )
             decision = settle(decision, pods)
             if pod and not a.recorded_start and pod.phase != "Pending":
-                self.attempts.started(a, pod, now)
+                attempts.started(a, pod, now)
             if isinstance(decision, CreateJob):
                 await self._create_job(a)
-                beats.append(Beat(a.job_id, a.attempt))
                 continue  # decided again next cycle, with the Job created
             if isinstance(decision, Complete | Fail | Retry):
                 self._owe(a, decision)
@@ -363,12 +361,11 @@ class Engine:
                 beat = Beat(a.job_id, a.attempt)
             else:
                 beat = Beat(a.job_id, a.attempt)
-            a.beat = beat  # for the cycles that skip it
-            beats.append(beat)
-        await self.attempts.record()
+            if attempts.get(a.job_id) is a:
+                attempts.set_beat(a, beat)  # stands until its Job or pods change
+        await attempts.record()
         if len(self.outcomes):
             await self.outcomes.flush()
-        return beats
 
     def _clocks(self, job_type: str) -> Clocks:
         # Settings do not change while we run; building Clocks per attempt per cycle did cost.
@@ -412,18 +409,19 @@ class Engine:
 
     async def _claim(self) -> None:
         """Claim up to the free capacity, in batches of CLAIM_BATCH_PER_WRITER times the write
-        concurrency, each created before the next is claimed; the Job names of all of them in
-        one statement at the end."""
+        concurrency, the next batch claimed while this one's last Jobs are created
+        (engine.intake); the Job names of all of them in one statement at the end."""
         self._last_claim = time.monotonic()
         self._freed = False
         writers = self.settings.kube.write_concurrency
+
+        async def batch() -> tuple[list[Attempt], bool]:
+            if not self.leader.acting() or self.stopping:
+                return [], False
+            return await self.claims.claim(min(self._free(), CLAIM_BATCH_PER_WRITER * writers))
+
         try:
-            while self.leader.acting():
-                free = self._free()
-                new, full = await self.claims.claim(min(free, CLAIM_BATCH_PER_WRITER * writers))
-                await all_of((self._create_job(a) for a in new), limit=writers)
-                if not full:
-                    return
+            await claim_and_create(batch, self._create_job, limit=writers)
         finally:
             await self.attempts.record()
 

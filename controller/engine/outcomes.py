@@ -43,7 +43,9 @@ class Recorded:
 
     attempt: Attempt
     event: str
-    """The Event's reason; empty when the row had moved on (nothing of ours to announce)."""
+    """The Event's reason; empty when the row had moved on (nothing of ours to announce) and
+    for a completion, which the Job controller's own `Completed` Event on the Job already
+    announces: a second one cost an API write per job, a third of the controller's writes."""
     text: str
     ok: bool
 
@@ -143,7 +145,8 @@ class Outcomes:
         self._ends.append(Ended(a.job_id, a.attempt, owed.exit_code, owed.reason, ended))
         text = getattr(o, "error", "completed")
         log.info("recorded %s: %s", label, text, extra=a.fields(write=res))
-        return Recorded(a, label if res != "stale" else "", text, isinstance(o, Complete))
+        ok = isinstance(o, Complete)
+        return Recorded(a, label if res != "stale" and not ok else "", text, ok)
 
     async def _kube_after(self, recorded: list[Recorded]) -> None:
         if not recorded:  # most cycles: nothing to post, so no workers to start
