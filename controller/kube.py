@@ -50,8 +50,9 @@ from controller.builders import MANAGED_SELECTOR
 from controller.kubeconfig import ClientCert, load_config, proxy_once
 from controller.metrics import kube_call
 
-LIST_PAGE = 250
-"""Objects per page of a relist."""
+LIST_PAGE = 100
+"""Objects per page of a relist: a page of 250 pods decoded to ~15 MiB of dicts at once, which
+set the controller's peak RSS with 1,000 in flight (bench/README.md)."""
 REQUEST_TIMEOUT_SECONDS = 30
 WATCH_CONNECTIONS = 2
 """One long-lived connection per watched kind (controller.watch)."""
