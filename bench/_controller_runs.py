@@ -31,6 +31,7 @@ from bench._runs import (
     stop,
     stop_all,
     terminal_count,
+    thread_cpu,
     wait_terminal,
 )
 from devcluster.controlplane import LocalCluster
@@ -88,10 +89,11 @@ def drain(
     src: Path = REPO,
     ttl_seconds: int | None = None,
     budget: float | None = None,
+    threads: dict[str, float] | None = None,
 ) -> tuple[float, float, float, str]:
     """(seconds until all n rows are terminal, peak RSS MiB, CPU s, /metrics) of one controller
     on a database file (or `db_url` in front of it); its progress and RSS over time go to
-    `samples`."""
+    `samples`; `threads` gets the CPU seconds of its main thread and of the others."""
     proc, port = start_bench_controller(
         cluster,
         namespace,
@@ -106,6 +108,8 @@ def drain(
     try:
         wall = wait_terminal(db, n, timeout=3600, proc=proc, samples=samples, budget=budget)
         rss, cpu = proc_usage(proc.pid)
+        if threads is not None:
+            threads["main"], threads["other"] = thread_cpu(proc.pid)
         return wall, rss, cpu, scrape(port)
     finally:
         stop(proc)
@@ -119,11 +123,12 @@ def run_in_flight(
     ns = new_namespace(cluster)
     db = tmp / f"a-{uuid.uuid4().hex[:6]}.db"
     insert_rows(db, n, "a")
+    threads: dict[str, float] = {}
     with JobWatch(cluster.kubeconfig, ns, n) as watch:
         wall, rss, cpu, text = drain(
             cluster, ns, db, tmp / "controller-a.log", n=n, max_concurrent=n, pod_seconds=20,
             profile=plots.OUT / f"profile-{'A0' if src != REPO else 'A'}.txt" if profile else None,
-            src=src,
+            src=src, threads=threads,
         )  # fmt: skip
         created = watch.result()
     checked = check_once(db, cluster, [ns])
@@ -139,6 +144,7 @@ def run_in_flight(
         "claim_to_job_p95_s": qs.get(0.95, float("nan")),
         "peak_rss_mib": rss,
         "cpu_s": cpu,
+        "cpu_main_thread_s": threads.get("main"),
         "api_requests": metric_sum(text, "audiojob_api_requests_total"),
         "watch_events": metric_sum(text, "audiojob_watch_events_total"),
         "watch_bytes": metric_sum(text, "audiojob_watch_bytes_total"),

@@ -4,6 +4,7 @@ rows, processes and what they measured."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import subprocess
@@ -145,6 +146,21 @@ def proc_usage(pid: int) -> tuple[float, float]:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])  # utime, stime
     return hwm_kb / 1024, ticks / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu(pid: int) -> tuple[float, float]:
+    """(CPU seconds of the main thread, of all the others) of a live process: the controller's
+    main thread runs the event loop, the others the database file's statements and DNS."""
+    main = rest = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that just ended
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            if task.name == str(pid):
+                main += seconds
+            else:
+                rest += seconds
+    return main, rest
 
 
 def scrape(port: int) -> str:
