@@ -5,16 +5,23 @@ call the kubelet makes, with nanosecond times: RunPodSandbox (the pause containe
 network, CNI), CreateContainer, StartContainer, each when asked and when it returns. The
 kubelet at its usual verbosity logs, per pod, when it observed the container running (its PLEG
 relist, every 1 s, found it) and when it saw its own status update come back on its watch.
-Together with the bench's own watch (pod created, bound to the node, Running) they split
+Together with the bench's own watches (`PodWatch`: pod created, bound, Running, deleted) they split
 claim -> Running into steps, all in wall-clock seconds of this machine.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import re
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
+
+import kubernetes
 
 _TIME = re.compile(r'^time="([^"]+)"')
 _SANDBOX = re.compile(r"RunPodSandbox for &PodSandboxMetadata\{Name:([^,]+),")
@@ -105,3 +112,89 @@ def node_steps(containerd_log: Path, kubelet_log: Path) -> dict[str, Steps]:
             steps.kubelet_running = _kubelet_ts(m.group(2))
             steps.kubelet_watch_running = _kubelet_ts(m.group(3))
     return by_pod
+
+
+class PodWatch:
+    """When each runner pod (by its row's job id) was first seen, bound to a node, Running and
+    deleted, and when its Job's deletion was seen, from watches on the namespace (wall clock,
+    this machine)."""
+
+    def __init__(
+        self, core: kubernetes.client.CoreV1Api, batch: kubernetes.client.BatchV1Api, namespace: str
+    ) -> None:
+        self.created: dict[str, float] = {}
+        self.scheduled: dict[str, float] = {}
+        self.running: dict[str, float] = {}
+        self.deleted: dict[str, float] = {}
+        self.job_deleted: dict[str, float] = {}
+        self.uids: dict[str, str] = {}
+        self.names: dict[str, str] = {}
+        self._stop = threading.Event()
+        for target, api in ((self._run, core), (self._jobs, batch)):
+            threading.Thread(target=target, args=(api, namespace), daemon=True).start()
+
+    def _jobs(self, batch: kubernetes.client.BatchV1Api, namespace: str) -> None:
+        while not self._stop.is_set():
+            w = kubernetes.watch.Watch()
+            with contextlib.suppress(Exception):
+                for event in w.stream(batch.list_namespaced_job, namespace, timeout_seconds=30):
+                    seen = time.time()
+                    job: Any = event["object"]
+                    job_id = (job.metadata.annotations or {}).get("audiojob.dev/job-id")
+                    deleting = event["type"] == "DELETED" or job.metadata.deletion_timestamp
+                    if job_id and deleting:
+                        self.job_deleted.setdefault(job_id, seen)
+                    if self._stop.is_set():
+                        return
+
+    def _run(self, core: kubernetes.client.CoreV1Api, namespace: str) -> None:
+        while not self._stop.is_set():
+            w = kubernetes.watch.Watch()
+            with contextlib.suppress(Exception):
+                for event in w.stream(core.list_namespaced_pod, namespace, timeout_seconds=30):
+                    seen = time.time()
+                    pod: Any = event["object"]
+                    job_id = (pod.metadata.annotations or {}).get("audiojob.dev/job-id")
+                    if not job_id:
+                        continue
+                    self.uids.setdefault(job_id, pod.metadata.uid)
+                    self.names.setdefault(job_id, pod.metadata.name)
+                    self.created.setdefault(job_id, seen)
+                    if pod.spec and pod.spec.node_name:
+                        self.scheduled.setdefault(job_id, seen)
+                    if pod.status and pod.status.phase == "Running":
+                        self.running.setdefault(job_id, seen)
+                    if pod.metadata.deletion_timestamp is not None:
+                        self.deleted.setdefault(job_id, seen)
+                    if self._stop.is_set():
+                        return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+STEPS = (
+    "claim -> pod seen (Job, then its pod)",
+    "pod seen -> bound to the node (scheduler)",
+    "bound -> sandbox asked (kubelet: admit, volumes)",
+    "sandbox (pause container, CNI)",
+    "sandbox -> container started (create, start)",
+    "started -> kubelet sees it running (PLEG relist)",
+    "kubelet sees it -> Running on our watch (status)",
+)
+
+
+def split(started: float, watch: PodWatch, job_id: str, steps: Steps | None) -> list[float | None]:
+    """The seconds of each of STEPS for one job (None where a time is missing)."""
+    marks = [
+        started,
+        watch.created.get(job_id),
+        watch.scheduled.get(job_id),
+        steps and steps.sandbox_asked,
+        steps and steps.sandbox_done,
+        steps and steps.start_done,
+        steps and steps.kubelet_running,
+        watch.running.get(job_id),
+    ]
+    pairs = itertools.pairwise(marks)
+    return [b - a if a is not None and b is not None else None for a, b in pairs]

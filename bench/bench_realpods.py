@@ -28,7 +28,6 @@ the few minutes it runs and releases it at the end, failed or not. BENCH_REALPOD
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import sqlite3
@@ -36,7 +35,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -49,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import kubernetes
 from _goal import load, p, spread, verdict
-from _pod_timeline import Steps, node_steps
+from _pod_timeline import STEPS, PodWatch, node_steps, split
 
 from controller.builders import build_job
 from controller.settings import load_settings
@@ -101,65 +99,6 @@ def new_namespace(core: kubernetes.client.CoreV1Api) -> str:
     return name
 
 
-class PodWatch:
-    """When each runner pod (by its row's job id) was first seen, bound to a node, Running and
-    deleted, and when its Job's deletion was seen, from watches on the namespace (wall clock,
-    this machine)."""
-
-    def __init__(
-        self, core: kubernetes.client.CoreV1Api, batch: kubernetes.client.BatchV1Api, namespace: str
-    ) -> None:
-        self.created: dict[str, float] = {}
-        self.scheduled: dict[str, float] = {}
-        self.running: dict[str, float] = {}
-        self.deleted: dict[str, float] = {}
-        self.job_deleted: dict[str, float] = {}
-        self.uids: dict[str, str] = {}
-        self.names: dict[str, str] = {}
-        self._stop = threading.Event()
-        for target, api in ((self._run, core), (self._jobs, batch)):
-            threading.Thread(target=target, args=(api, namespace), daemon=True).start()
-
-    def _jobs(self, batch: kubernetes.client.BatchV1Api, namespace: str) -> None:
-        while not self._stop.is_set():
-            w = kubernetes.watch.Watch()
-            with contextlib.suppress(Exception):
-                for event in w.stream(batch.list_namespaced_job, namespace, timeout_seconds=30):
-                    seen = time.time()
-                    job: Any = event["object"]
-                    job_id = (job.metadata.annotations or {}).get("audiojob.dev/job-id")
-                    deleting = event["type"] == "DELETED" or job.metadata.deletion_timestamp
-                    if job_id and deleting:
-                        self.job_deleted.setdefault(job_id, seen)
-                    if self._stop.is_set():
-                        return
-
-    def _run(self, core: kubernetes.client.CoreV1Api, namespace: str) -> None:
-        while not self._stop.is_set():
-            w = kubernetes.watch.Watch()
-            with contextlib.suppress(Exception):
-                for event in w.stream(core.list_namespaced_pod, namespace, timeout_seconds=30):
-                    seen = time.time()
-                    pod: Any = event["object"]
-                    job_id = (pod.metadata.annotations or {}).get("audiojob.dev/job-id")
-                    if not job_id:
-                        continue
-                    self.uids.setdefault(job_id, pod.metadata.uid)
-                    self.names.setdefault(job_id, pod.metadata.name)
-                    self.created.setdefault(job_id, seen)
-                    if pod.spec and pod.spec.node_name:
-                        self.scheduled.setdefault(job_id, seen)
-                    if pod.status and pod.status.phase == "Running":
-                        self.running.setdefault(job_id, seen)
-                    if pod.metadata.deletion_timestamp is not None:
-                        self.deleted.setdefault(job_id, seen)
-                    if self._stop.is_set():
-                        return
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
 @contextlib.contextmanager
 def real_node_session() -> Iterator[tuple[LocalCluster, Any, kubernetes.client.CoreV1Api, str]]:
     with LocalCluster() as cluster:
@@ -188,33 +127,6 @@ def finished_rows(db: Path, ids: list[str]) -> list[tuple[str, str, int | None]]
     mine = [r for r in got if r[0] in set(ids)]
     done = len(mine) == len(ids) and all(r[1] in ("complete", "failed") for r in mine)
     return mine if done else None
-
-
-STEPS = (
-    "claim -> pod seen (Job, then its pod)",
-    "pod seen -> bound to the node (scheduler)",
-    "bound -> sandbox asked (kubelet: admit, volumes)",
-    "sandbox (pause container, CNI)",
-    "sandbox -> container started (create, start)",
-    "started -> kubelet sees it running (PLEG relist)",
-    "kubelet sees it -> Running on our watch (status)",
-)
-
-
-def split(started: float, watch: PodWatch, job_id: str, steps: Steps | None) -> list[float | None]:
-    """The seconds of each of STEPS for one job (None where a time is missing)."""
-    marks = [
-        started,
-        watch.created.get(job_id),
-        watch.scheduled.get(job_id),
-        steps and steps.sandbox_asked,
-        steps and steps.sandbox_done,
-        steps and steps.start_done,
-        steps and steps.kubelet_running,
-        watch.running.get(job_id),
-    ]
-    pairs = itertools.pairwise(marks)
-    return [b - a if a is not None and b is not None else None for a, b in pairs]
 
 
 def claim_to_running(
