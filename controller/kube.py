@@ -263,6 +263,19 @@ class Kube:
             if e.status != 404:
                 raise
 
+    async def delete_pod(self, name: str, grace_seconds: int) -> None:
+        """Delete a pod with `grace_seconds` to stop; already gone is fine."""
+        try:
+            await self._write(
+                f"delete pod {name}",
+                "DELETE",
+                self.path("", "pods", name),
+                body={"gracePeriodSeconds": grace_seconds},
+            )
+        except KubeError as e:
+            if e.status != 404:
+                raise
+
     async def set_job_ttl(self, name: str, seconds: int) -> None:
         try:
             await self._write(

@@ -224,6 +224,10 @@ class ClaimSettings(_Section):
     """Full relist of Jobs and rows, so a silently stalled watch cannot strand work."""
     heartbeat_interval_seconds: float = Field(5.0, gt=0)
     """How often running rows get their heartbeat/stage/progress statement."""
+    cancel_check_interval_seconds: float = Field(0.5, gt=0)
+    """While jobs run, how often the controller looks for rows the app cancelled, so a cancel
+    stops its pod within about a second. One statement on an index that reads no row while
+    nothing is cancelled (Turso bills rows read, not statements); none while nothing runs."""
     worker_heartbeat_seconds: float = Field(30.0, gt=0)
     """How often this instance's row in the workers table is refreshed."""
 

@@ -60,6 +60,7 @@ CHART_VALUES: dict[str, str] = {
     "AUDIOJOB_CLAIM__MAX_CONCURRENT": "`claim.maxConcurrent`",
     "AUDIOJOB_CLAIM__RECONCILE_INTERVAL_SECONDS": "`claim.reconcileIntervalSeconds`",
     "AUDIOJOB_CLAIM__HEARTBEAT_INTERVAL_SECONDS": "`claim.heartbeatIntervalSeconds`",
+    "AUDIOJOB_CLAIM__CANCEL_CHECK_INTERVAL_SECONDS": "`claim.cancelCheckIntervalSeconds`",
     "AUDIOJOB_CLAIM__WORKER_HEARTBEAT_SECONDS": "`claim.workerHeartbeatSeconds`",
     "AUDIOJOB_METRICS__PORT": "`controller.metricsPort`",
     "AUDIOJOB_METRICS__QUEUE_COUNT_CAP": "`queueMetrics.countCap`",

@@ -90,7 +90,11 @@ class PodAnnotationSink:
 
 class InClusterPatcher:
     """`patch_namespaced_pod` as a JSON merge patch over HTTPS with the pod's service-account
-    token, re-read for every request (the kubelet rotates the projected token in place)."""
+    token, re-read for every request (the kubelet rotates the projected token in place).
+
+    One connection, kept alive between patches: a new connection per patch (urllib) cost a TLS
+    handshake each time, and urllib.request's import, in CPU the runner adds to ffmpeg's
+    (bench/bench_runner.py); the last patch, sent at exit, also waited for a handshake."""
 
     def __init__(self, environ: dict[str, str], directory: Path = SERVICE_ACCOUNT_DIR) -> None:
         host = environ.get("KUBERNETES_SERVICE_HOST", "")
@@ -103,31 +107,51 @@ class InClusterPatcher:
         import ssl  # noqa: PLC0415 - only pods pay for it
 
         self._context = ssl.create_default_context(cafile=str(ca))
-        self.base = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+        self.host, self.port = host, int(port)
+        self._conn: Any = None  # http.client.HTTPSConnection, imported in the reporter thread
+        self.connections = 0
+        """Connections opened so far (a test checks that patches share one)."""
 
     def patch_namespaced_pod(
         self, name: str, namespace: str, body: dict[str, Any], **_: object
     ) -> None:
-        import urllib.error  # noqa: PLC0415 - after the job has started, in the thread
-        import urllib.request  # noqa: PLC0415
+        import http.client  # noqa: PLC0415 - after the job has started, in the thread
 
-        request = urllib.request.Request(  # noqa: S310 - https to the API server only
-            f"{self.base}/api/v1/namespaces/{namespace}/pods/{name}",
-            data=json.dumps(body).encode(),
-            method="PATCH",
-            headers={
+        data = json.dumps(body).encode()
+        path = f"/api/v1/namespaces/{namespace}/pods/{name}"
+        while True:
+            reused = self._conn is not None
+            if self._conn is None:
+                # IPv6 literals go in bare: http.client brackets them itself.
+                self._conn = http.client.HTTPSConnection(
+                    self.host, self.port, timeout=sum(PATCH_TIMEOUT), context=self._context
+                )
+                self.connections += 1
+            headers = {
                 "Authorization": f"Bearer {self._token.read_text().strip()}",
                 "Content-Type": "application/merge-patch+json",
                 "Accept": "application/json",
-            },
-        )
-        timeout = PATCH_TIMEOUT[0] + PATCH_TIMEOUT[1]
-        try:
-            with urllib.request.urlopen(request, timeout=timeout, context=self._context) as r:  # noqa: S310
-                r.read()
-        except urllib.error.HTTPError as e:  # the API's own sentence (e.g. the admission policy)
-            detail = e.read()[:300].decode(errors="replace")
-            raise OSError(f"HTTP {e.code} patching pod {name}: {detail}") from None
+            }
+            try:
+                self._conn.request("PATCH", path, body=data, headers=headers)
+                response = self._conn.getresponse()
+                answer = response.read()
+            except (http.client.HTTPException, OSError):
+                self.close()
+                if reused:
+                    continue  # the server closed the idle connection: once more on a new one
+                raise
+            if response.will_close:
+                self.close()
+            if response.status >= 400:  # the API's own sentence (e.g. the admission policy)
+                detail = answer[:300].decode(errors="replace")
+                raise OSError(f"HTTP {response.status} patching pod {name}: {detail}")
+            return
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 def pod_sink_from_env(environ: dict[str, str]) -> PodAnnotationSink | None:

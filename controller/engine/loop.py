@@ -83,7 +83,14 @@ class Engine:
         self.attempts = Attempts(settings=settings, store=store, kube=kube)
         self.outcomes = Outcomes(settings=settings, store=store, kube=kube, view=self.view)
         self.cancels = Cancellations(
-            owner=self.installation, store=store, kube=kube, view=self.view, grace=grace
+            owner=self.installation,
+            store=store,
+            kube=kube,
+            view=self.view,
+            grace=grace,
+            attempts=self.attempts,
+            outcomes=self.outcomes,
+            check_seconds=settings.claim.cancel_check_interval_seconds,
         )
         self.claims = Claims(
             owner=self.installation,
@@ -117,7 +124,6 @@ class Engine:
         self._last_worker_beat = float("-inf")
         self._last_heartbeat = 0.0
         self._last_claim = float("-inf")
-        self._last_cancel_scan = float("-inf")
         self._last_full_look = float("-inf")
         self._decided_generation = -1
         self._freed = True
@@ -152,7 +158,8 @@ class Engine:
                 await self.cycle()
                 backoff = 1.0
                 self.ready = True
-                delay = self.settings.claim.poll_interval_seconds
+                # Shorter while attempts run: the look for cancelled rows (engine.cancels).
+                delay = self.cancels.interval(self.settings.claim.poll_interval_seconds)
             except (StoreError, KubeError) as e:
                 # An outage: keep what we owe, back off, catch up when it is back.
                 m.CYCLE_ERRORS.labels(
@@ -243,10 +250,7 @@ class Engine:
         await self._watch_running(now)
         if self._due(self._last_heartbeat, "heartbeat_interval_seconds") or not self.attempts:
             await self._heartbeat(self.attempts.beats())
-        # Reads only when there is something to find: a cycle runs on every burst of watch
-        # events, and each statement costs (bench/README.md).
-        if len(self.cancels) or self._due(self._last_cancel_scan, "poll_interval_seconds"):
-            self._last_cancel_scan = time.monotonic()
+        if self.cancels.due(self.settings.claim.poll_interval_seconds):
             for job_id in await self.cancels.finish():
                 self.attempts.pop(job_id)
                 self._freed = True
@@ -396,7 +400,7 @@ class Engine:
         for a in left:
             self.attempts.pop(a.job_id)
         self._freed = True
-        await self.cancels.left_us(left, self.outcomes)
+        await self.cancels.left_us(left)
 
     # -- 6. claim ---------------------------------------------------------------------------
     def _free(self) -> int:

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -99,7 +100,10 @@ state = "{self.state / "state"}"
 """
 
     def argv(self, config: Path) -> list[str]:
-        return ["containerd", f"--config={config}", "--log-level=warn"]
+        # Info logs every CRI call with its time (bench/bench_realpods.py reads them to split a
+        # pod's start); warn keeps the test logs short.
+        level = os.environ.get("AUDIOJOB_CONTAINERD_LOG_LEVEL", "warn")
+        return ["containerd", f"--config={config}", f"--log-level={level}"]
 
     def ctr(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(

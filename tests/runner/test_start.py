@@ -16,7 +16,7 @@ from runner.__main__ import probe_input_early
 from runner.job import JobEnv, Workspace
 from runner.outputs import DirectoryLocation
 from runner.progress import Progress
-from tests.runner.conftest import REPO, Media
+from tests.runner.conftest import REPO, Media, Runner
 
 
 def test_the_entry_point_imports_no_pydantic_and_no_kubernetes_client() -> None:
@@ -28,6 +28,37 @@ def test_the_entry_point_imports_no_pydantic_and_no_kubernetes_client() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+# `python -m runner`, with a line at exit saying whether the cyclic collector runs and how many
+# objects were frozen out of it.
+GC_AT_EXIT = (
+    "import atexit, gc, runpy; "
+    "atexit.register(lambda: print('gc', gc.isenabled(), gc.get_freeze_count() > 0)); "
+    "runpy.run_module('runner', run_name='__main__', alter_sys=True)"
+)
+
+
+def test_collection_is_off_while_the_runner_starts_and_back_for_the_job(
+    runner: Runner, media: Media, out_dir: Path
+) -> None:
+    (out_dir / "in").mkdir()
+    (out_dir / "in" / "tone.wav").write_bytes(media.tone.read_bytes())
+    argv = [sys.executable, "-c", GC_AT_EXIT]
+    job = runner.env("save", {"input": "in/tone.wav", "format": "mp3"})
+    done = subprocess.run(argv, env=job, cwd=REPO, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == "gc True True"  # resumed, the start frozen out
+
+    # A runner refused before its pipeline (an unknown job type) exits without resuming.
+    job["AUDIOJOB_TYPE"] = "nope"
+    done = subprocess.run(argv, env=job, cwd=REPO, capture_output=True, text=True, check=False)
+    assert done.returncode == 65 and done.stdout.splitlines()[-1] == "gc False False"
+
+    # Imported as a module (the console script, tests), it leaves the collector alone.
+    code = "import gc, runner.__main__; print(gc.isenabled())"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, check=True)
+    assert out.stdout.strip() == b"True"
 
 
 def workspace(tmp_path: Path, job_type: str, payload: dict[str, object] | str) -> Workspace:

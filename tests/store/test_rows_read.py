@@ -145,6 +145,23 @@ async def test_the_takeover_check_reads_rows_bounded_by_open_rows(big: JobStore)
         await store.close()
 
 
+async def test_the_look_for_cancellations_reads_no_row_when_nothing_is_cancelled(
+    big: JobStore,
+) -> None:
+    """engine.cancels looks every 0.5 s while attempts run: that must cost requests, not rows,
+    beside running rows, the backlog and 50,000 finished cancelled rows."""
+    store = big
+    try:
+        claimed = await store.claim(worker_id="me", limit=BATCH, now_ms=T0 + 10**6)
+        read, rows = await read_by(store, "reconcile", store.cancelled_unfinalized())
+        assert read == 0 and rows == []
+        assert await store.cancel(claimed.jobs[0].row.job_id, now_ms=T0 + 10**6)
+        read, rows = await read_by(store, "reconcile", store.cancelled_unfinalized())
+        assert 0 < read <= bound(1) and [r.job_id for r in rows] == [claimed.jobs[0].row.job_id]
+    finally:
+        await store.close()
+
+
 async def every_call(store: JobStore) -> None:
     """One of each of the store's calls, on a clock pinned for both backends alike."""
     own, batches, retention = Ownership(store), Batches(store), Retention(store)
