@@ -191,6 +191,13 @@ def run_bare(cluster: LocalCluster, mode: str, n: int, concurrency: int) -> dict
 
 
 # -- the database ----------------------------------------------------------------------------------
+def cancel_checks(server: HranaServer) -> int:
+    """Statements that looked for cancelled rows (claim.cancelCheckIntervalSeconds)."""
+    return sum(
+        n for sql, n in server.stats.texts.items() if "status = 'cancelled' AND finished_at" in sql
+    )
+
+
 def run_statements(cluster: LocalCluster, n: int, tmp: Path, src: Path = REPO) -> dict[str, Any]:
     """A smaller run through the counting Hrana server (the controller from `src`)."""
     ns = new_namespace(cluster)
@@ -198,6 +205,7 @@ def run_statements(cluster: LocalCluster, n: int, tmp: Path, src: Path = REPO) -
     insert_rows(db, n, "s")
     server = HranaServer(str(db)).start()
     base = server.stats.statements
+    checks_before = cancel_checks(server)
     proc, _ = start_bench_controller(
         cluster,
         ns,
@@ -209,6 +217,7 @@ def run_statements(cluster: LocalCluster, n: int, tmp: Path, src: Path = REPO) -
     try:
         wall = wait_terminal(db, n, timeout=300, proc=proc)
         used = server.stats.statements - base
+        checks = cancel_checks(server) - checks_before
     finally:
         stop(proc)
         server.stop()
@@ -216,6 +225,7 @@ def run_statements(cluster: LocalCluster, n: int, tmp: Path, src: Path = REPO) -
         "n": n,
         "statements": used,
         "per_job": used / n,
+        "cancel_checks_per_job": checks / n,
         "wall_s": wall,
         "load": os.getloadavg()[0],
     }

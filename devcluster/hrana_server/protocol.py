@@ -14,6 +14,7 @@ import base64
 import re
 import sqlite3
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,8 @@ class HranaError(Exception):
 class Stats:
     requests: int = 0
     statements: int = 0
+    texts: Counter[str] = field(default_factory=Counter)
+    """Statements by SQL text, so a bench can tell which of its statements went where."""
 
 
 class CountedConnection(sqlite3.Connection):
@@ -191,6 +194,7 @@ def execute_stmt(db: sqlite3.Connection, stmt: dict[str, Any], sql: str, ctx: Co
     counters = getattr(db, "counters", None)
     started = time.perf_counter()
     ctx.stats.statements += 1
+    ctx.stats.texts[sql] += 1
     try:
         cur = db.execute(sql, params)
         rows = cur.fetchall()
