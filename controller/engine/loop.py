@@ -8,18 +8,21 @@ Each cycle (every poll interval, or at once when a watch event arrives):
      whose rows are done; then, and every takeover interval, take over rows of dead
      installations (one statement when there is nothing to take);
   2. write outcomes still owed to the database (kept in memory while it is away);
-  3. decide about every running attempt (controller.lifecycle) and act: create a missing
-     Job, delete a stuck pod, owe an outcome;
+  3. decide about the running attempts whose Job or pods changed, and about all of them
+     every heartbeat interval (engine.running, controller.lifecycle), and act: create a
+     missing Job, delete a stuck pod, owe an outcome;
   4. one heartbeat statement for every running row; rows it no longer finds `processing`
      were cancelled (or taken over): delete their Job with the grace period;
-  5. finalize cancelled rows whose pods are confirmed gone;
+  5. look for rows the app cancelled (every cancel check interval while attempts run) and
+     finalize cancelled rows whose pods are confirmed gone (engine.cancels);
   6. renew the installation's lease on its rows (the workers table), then claim up to the
-     free capacity, create one Job per row, and claim again at once when the batch was full;
+     free capacity and create one Job per row, the next batch claimed while this one's Jobs
+     are created (engine.intake); capacity freed claims at once only while rows wait;
   7. with retention on, every retention interval: start pruning finished rows past it, in a
      task of its own (engine.retention), so no cycle waits for it.
 Every write is safe to repeat: deterministic Job names, fenced conditional UPDATEs. The state
-lives in small owners (engine.view, .attempts, .outcomes, .cancels, .claims); this module only
-orders them.
+lives in small owners (engine.view, .attempts, .running, .outcomes, .cancels, .claims); this
+module only orders them.
 """
 
 from __future__ import annotations
@@ -40,20 +43,13 @@ from controller.engine.intake import claim_and_create
 from controller.engine.leader import Leader
 from controller.engine.outcomes import Outcomes
 from controller.engine.retention import Pruner
+from controller.engine.running import RunningAttempts
 from controller.engine.view import View
 from controller.kube import Kube, KubeError
 from controller.lifecycle import (
-    Clocks,
     Complete,
-    CreateJob,
     Fail,
-    Kill,
     Retry,
-    Running,
-    after_kill,
-    clocks_for,
-    decide,
-    settle,
 )
 from controller.settings import Settings
 from controller.store import Beat, JobStore, StoreError, now_ms
@@ -92,6 +88,16 @@ class Engine:
             outcomes=self.outcomes,
             check_seconds=settings.claim.cancel_check_interval_seconds,
         )
+        self.running = RunningAttempts(
+            settings=settings,
+            kube=kube,
+            view=self.view,
+            attempts=self.attempts,
+            outcomes=self.outcomes,
+            grace=grace,
+            owe=self._owe,
+            create_job=self._create_job,
+        )
         self.claims = Claims(
             owner=self.installation,
             settings=settings,
@@ -124,12 +130,13 @@ class Engine:
         self._last_worker_beat = float("-inf")
         self._last_heartbeat = 0.0
         self._last_claim = float("-inf")
-        self._last_full_look = float("-inf")
-        self._decided_generation = -1
         self._freed = True
-        """Capacity came free since the last claim: claim before the poll interval is up."""
+        """Capacity came free since the last claim: claim before the poll interval is up..."""
+        self._backlog = True
+        """...if the last claim left rows behind (it was full). A freed slot with the table
+        drained waits for the poll: each claim is a statement, and one per finished attempt
+        found nothing (bench/README.md, statements per job)."""
         self._leader_task: asyncio.Task[None] | None = None
-        self._clocks_of: dict[str, Clocks] = {}
         # Read at scrape time, so they are right between cycles and while a cycle is stuck.
         m.LEADER.set_function(lambda: 1 if self.leader.acting() else 0)
         m.RUNNING.set_function(lambda: len(self.attempts))
@@ -203,7 +210,7 @@ class Engine:
         self.cancels.clear()
         self.pruner.cancel()
         self._adopted = False
-        self._freed = True
+        self._freed = self._backlog = True
         self._last_worker_beat = float("-inf")
         self.ready = False
         self.wake.set()
@@ -247,7 +254,7 @@ class Engine:
             # Each reconcile also looks past the gate, for rows whose owner has no worker row.
             await self._take_over(gated=not reconcile)
         await self.outcomes.flush()
-        await self._watch_running(now)
+        await self.running.decide_all(now)
         if self._due(self._last_heartbeat, "heartbeat_interval_seconds") or not self.attempts:
             await self._heartbeat(self.attempts.beats())
         if self.cancels.due(self.settings.claim.poll_interval_seconds):
@@ -260,7 +267,7 @@ class Engine:
             await self.claims.beat(len(self.attempts), start=first)
             self._last_worker_beat = time.monotonic()
         if not self.stopping and (
-            self._freed or self._due(self._last_claim, "poll_interval_seconds")
+            (self._freed and self._backlog) or self._due(self._last_claim, "poll_interval_seconds")
         ):
             await self._claim()
         if not self.stopping:
@@ -295,93 +302,10 @@ class Engine:
             (self._create_job(a) for a in taken), limit=self.settings.kube.write_concurrency
         )
 
-    # -- 3. running attempts ----------------------------------------------------------------
-    def _full_look(self) -> set[str] | None:
-        """The Job names to decide about this cycle, or None for every attempt.
-
-        A cycle runs on every burst of watch events; deciding about every attempt in each one
-        cost most of the controller's CPU with 1,000 in flight (bench/README.md, "Profile").
-        What `decide` reads changes only by a watch event on the attempt's Job or pods, a
-        relist, or the clock; so an attempt is decided again when its Job or pods changed, and
-        all are, for their clocks, every heartbeat interval (or poll interval, if longer). The
-        clocks run in minutes (the shortest default, heartbeat-stale, is 60 s), and the
-        heartbeat statement of every running row goes out that often anyway."""
-        touched = self.view.take_touched()
-        if (
-            touched is None
-            or self.view.generation != self._decided_generation
-            or (
-                self._due(self._last_full_look, "poll_interval_seconds")
-                and self._due(self._last_full_look, "heartbeat_interval_seconds")
-            )
-        ):
-            self._decided_generation = self.view.generation
-            self._last_full_look = time.monotonic()
-            return None
-        return touched
-
-    async def _watch_running(self, now: int) -> None:
-        touched = self._full_look()
-        attempts = self.attempts
-        for a in list(attempts) if touched is None else attempts.to_decide(touched):
-            if attempts.get(a.job_id) is not a:
-                continue  # ended earlier in this cycle
-            attempts.set_beat(a, None)
-            job = self.view.job(a.name)
-            a.job_seen = a.job_seen or job is not None
-            pods = self.view.pods_of(a.name)
-            pod = pods[-1] if pods else None
-            if a.kill_then is not None:
-                if (then := after_kill(a.kill_then, pods)) is not None:
-                    self._owe(a, then)
-                else:
-                    attempts.set_beat(a, Beat(a.job_id, a.attempt))
-                continue
-            decision, a.memory = decide(
-                job=job,
-                pod=pod,
-                clocks=self._clocks(a.job_type),
-                claimed_ms=a.claimed_ms,
-                now_ms=now,
-                memory=a.memory,
-                job_was_created=a.job_created,
-                view_after_create=a.job_seen or self.view.covers(a.created_mono),
-            )
-            decision = settle(decision, pods)
-            if pod and not a.recorded_start and pod.phase != "Pending":
-                attempts.started(a, pod, now)
-            if isinstance(decision, CreateJob):
-                await self._create_job(a)
-                continue  # decided again next cycle, with the Job created
-            if isinstance(decision, Complete | Fail | Retry):
-                self._owe(a, decision)
-                continue
-            if isinstance(decision, Running):
-                beat = Beat(a.job_id, a.attempt, decision.stage, decision.progress)
-            elif isinstance(decision, Kill):
-                log.info("deleting pod: %s", decision.then.error, extra=a.fields())
-                a.kill_then = decision.then
-                await self.kube.delete_job(a.name, self.grace)
-                beat = Beat(a.job_id, a.attempt)
-            else:
-                beat = Beat(a.job_id, a.attempt)
-            if attempts.get(a.job_id) is a:
-                attempts.set_beat(a, beat)  # stands until its Job or pods change
-        await attempts.record()
-        if len(self.outcomes):
-            await self.outcomes.flush()
-
-    def _clocks(self, job_type: str) -> Clocks:
-        # Settings do not change while we run; building Clocks per attempt per cycle did cost.
-        if (clocks := self._clocks_of.get(job_type)) is None:
-            clocks = self._clocks_of[job_type] = clocks_for(self.settings.timeouts, job_type)
-        return clocks
-
+    # -- 3. running attempts: engine.running ------------------------------------------------
     def _owe(self, a: Attempt, outcome: Complete | Fail | Retry) -> None:
         self._freed = True
-        pods = self.view.pods_of(a.name)
-        self.attempts.pop(a.job_id)
-        self.outcomes.owe(a, outcome, pods[-1] if pods else None)
+        self.running.owe(a, outcome)
 
     async def _create_job(self, a: Attempt) -> None:
         refused = await self.attempts.create_job(a)
@@ -420,9 +344,11 @@ class Engine:
         writers = self.settings.kube.write_concurrency
 
         async def batch() -> tuple[list[Attempt], bool]:
-            if not self.leader.acting() or self.stopping:
-                return [], False
-            return await self.claims.claim(min(self._free(), CLAIM_BATCH_PER_WRITER * writers))
+            free = min(self._free(), CLAIM_BATCH_PER_WRITER * writers)
+            if not self.leader.acting() or self.stopping or free <= 0:
+                return [], False  # (whether rows wait is not known: _backlog stays)
+            new, self._backlog = await self.claims.claim(free)
+            return new, self._backlog
 
         try:
             await claim_and_create(batch, self._create_job, limit=writers)
