@@ -5,7 +5,6 @@ A re-create after a crash computes the same name and gets AlreadyExists, never a
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
 
@@ -14,9 +13,9 @@ _HASH_LEN = 8
 _SLUG_MAX = 30  # aj- + slug + - + hash + - + attempt (≤ 10 digits) stays within 63
 
 
-# Cached: the engine names every running attempt's Job in every cycle, and hashing it anew
-# was a visible share of the controller's CPU (bench/README.md).
-@functools.lru_cache(maxsize=1 << 14)
+# Not cached here: each running attempt keeps its Job's name (engine.attempts), so a name is
+# computed once per attempt; a cache of 16,384 names per function grew the controller's memory
+# with every row of a long run until full (bench/README.md, run L).
 def job_key(job_id: str) -> str:
     """`<slug>-<hash>`: readable, unique per job id (the hash covers the exact id), and a valid
     label value."""
@@ -25,7 +24,6 @@ def job_key(job_id: str) -> str:
     return f"{slug}-{digest}" if slug else digest
 
 
-@functools.lru_cache(maxsize=1 << 14)
 def job_name(job_id: str, attempt: int) -> str:
     """`aj-<slug>-<hash>-<attempt>`, the Kubernetes Job name of one attempt of one row."""
     name = f"aj-{job_key(job_id)}-{attempt}"
