@@ -162,7 +162,10 @@ class PodWatch:
                     self.created.setdefault(job_id, seen)
                     if pod.spec and pod.spec.node_name:
                         self.scheduled.setdefault(job_id, seen)
-                    if pod.status and pod.status.phase == "Running":
+                    # A runner done in under a second can go from Pending to Succeeded in
+                    # one status update: its first sight past Pending is then the (late)
+                    # bound on when it ran, counted against us.
+                    if pod.status and pod.status.phase in ("Running", "Succeeded", "Failed"):
                         self.running.setdefault(job_id, seen)
                     if pod.metadata.deletion_timestamp is not None:
                         self.deleted.setdefault(job_id, seen)
