@@ -266,9 +266,7 @@ class Engine:
             first = self._last_worker_beat == float("-inf")
             await self.claims.beat(len(self.attempts), start=first)
             self._last_worker_beat = time.monotonic()
-        if not self.stopping and (
-            (self._freed and self._backlog) or self._due(self._last_claim, "poll_interval_seconds")
-        ):
+        if not self.stopping and self.claim_due():
             await self._claim()
         if not self.stopping:
             self.pruner.poke()  # its own task: deleting history never holds up this cycle
@@ -333,6 +331,12 @@ class Engine:
             - len(self.attempts)
             - len(self.cancels)
             - len(self.outcomes)
+        )
+
+    def claim_due(self) -> bool:
+        """Claim in this cycle: capacity came free while rows wait, or the poll is due."""
+        return (self._freed and self._backlog) or self._due(
+            self._last_claim, "poll_interval_seconds"
         )
 
     async def _claim(self) -> None:
