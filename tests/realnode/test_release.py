@@ -63,7 +63,16 @@ def registry(realnode: RealNode, tmp_path: Path) -> Iterator[Registry]:
 
 
 def forget_images(node: RealNode) -> None:
-    """Every name of our images, including the `sha256:<id>` one the CRI plugin adds."""
+    """Every name of our images, including the `sha256:<id>` one the CRI plugin adds, once no
+    container of an earlier test's pods uses them: a container keeps its image's unpacked
+    layers, and containerd then skips fetching a layer whose unpacked snapshot exists, so the
+    install below would pull nothing (seen once, right after other real-node tests)."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and any(
+        "audiojob-operator" in line
+        for line in node.containerd.ctr("containers", "ls").stdout.splitlines()[1:]
+    ):
+        time.sleep(2)
     listed = [line.split() for line in node.containerd.ctr("images", "ls").stdout.splitlines()[1:]]
     targets = {w[2] for w in listed if len(w) > 2 and "audiojob-operator" in w[0]}
     if ours := [w[0] for w in listed if len(w) > 2 and w[2] in targets]:
