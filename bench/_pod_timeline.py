@@ -16,6 +16,7 @@ import itertools
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -130,47 +131,47 @@ class PodWatch:
         self.uids: dict[str, str] = {}
         self.names: dict[str, str] = {}
         self._stop = threading.Event()
-        for target, api in ((self._run, core), (self._jobs, batch)):
-            threading.Thread(target=target, args=(api, namespace), daemon=True).start()
+        for lister, on_event in (
+            (core.list_namespaced_pod, self._pod),
+            (batch.list_namespaced_job, self._job),
+        ):
+            threading.Thread(
+                target=self._follow, args=(lister, namespace, on_event), daemon=True
+            ).start()
 
-    def _jobs(self, batch: kubernetes.client.BatchV1Api, namespace: str) -> None:
+    def _follow(
+        self, lister: Any, namespace: str, on_event: Callable[[str, Any, float], None]
+    ) -> None:
+        """One watch, resumed whenever it ends, until `stop`; each event with when it was seen."""
         while not self._stop.is_set():
             w = kubernetes.watch.Watch()
             with contextlib.suppress(Exception):
-                for event in w.stream(batch.list_namespaced_job, namespace, timeout_seconds=30):
-                    seen = time.time()
-                    job: Any = event["object"]
-                    job_id = (job.metadata.annotations or {}).get("audiojob.dev/job-id")
-                    deleting = event["type"] == "DELETED" or job.metadata.deletion_timestamp
-                    if job_id and deleting:
-                        self.job_deleted.setdefault(job_id, seen)
+                for event in w.stream(lister, namespace, timeout_seconds=30):
+                    on_event(event["type"], event["object"], time.time())
                     if self._stop.is_set():
                         return
 
-    def _run(self, core: kubernetes.client.CoreV1Api, namespace: str) -> None:
-        while not self._stop.is_set():
-            w = kubernetes.watch.Watch()
-            with contextlib.suppress(Exception):
-                for event in w.stream(core.list_namespaced_pod, namespace, timeout_seconds=30):
-                    seen = time.time()
-                    pod: Any = event["object"]
-                    job_id = (pod.metadata.annotations or {}).get("audiojob.dev/job-id")
-                    if not job_id:
-                        continue
-                    self.uids.setdefault(job_id, pod.metadata.uid)
-                    self.names.setdefault(job_id, pod.metadata.name)
-                    self.created.setdefault(job_id, seen)
-                    if pod.spec and pod.spec.node_name:
-                        self.scheduled.setdefault(job_id, seen)
-                    # A runner done in under a second can go from Pending to Succeeded in
-                    # one status update: its first sight past Pending is then the (late)
-                    # bound on when it ran, counted against us.
-                    if pod.status and pod.status.phase in ("Running", "Succeeded", "Failed"):
-                        self.running.setdefault(job_id, seen)
-                    if pod.metadata.deletion_timestamp is not None:
-                        self.deleted.setdefault(job_id, seen)
-                    if self._stop.is_set():
-                        return
+    def _job(self, type_: str, job: Any, seen: float) -> None:
+        job_id = (job.metadata.annotations or {}).get("audiojob.dev/job-id")
+        if job_id and (type_ == "DELETED" or job.metadata.deletion_timestamp):
+            self.job_deleted.setdefault(job_id, seen)
+
+    def _pod(self, type_: str, pod: Any, seen: float) -> None:
+        job_id = (pod.metadata.annotations or {}).get("audiojob.dev/job-id")
+        if not job_id:
+            return
+        self.uids.setdefault(job_id, pod.metadata.uid)
+        self.names.setdefault(job_id, pod.metadata.name)
+        self.created.setdefault(job_id, seen)
+        if pod.spec and pod.spec.node_name:
+            self.scheduled.setdefault(job_id, seen)
+        # A runner done in under a second can go from Pending to Succeeded in one status
+        # update: its first sight past Pending is then the (late) bound on when it ran,
+        # counted against us.
+        if pod.status and pod.status.phase in ("Running", "Succeeded", "Failed"):
+            self.running.setdefault(job_id, seen)
+        if pod.metadata.deletion_timestamp is not None:
+            self.deleted.setdefault(job_id, seen)
 
     def stop(self) -> None:
         self._stop.set()

@@ -215,7 +215,7 @@ class Attempts:
 
     async def record(self) -> None:
         """Write the Job names and pod starts not yet in the database."""
-        names = [a for a in self._unrecorded.values() if not a.k8s_job_recorded]
+        names = list(self._unrecorded.values())
         try:
             await self._batches.record(
                 [(a.job_id, a.attempt, a.name) for a in names], [s for _, s in self._starts]
